@@ -1,0 +1,145 @@
+//! The file-event record the service publishes and its clients read, and the reason codes
+//! of gaps. Both the ring (as its payload `T`) and the history database use it.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// What happened to a path.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]
+#[repr(u8)]
+pub enum EventKind {
+    /// A file or directory was created (or moved in from outside the watched tree).
+    Create,
+    /// A file's content changed.
+    Modify,
+    /// A file opened for writing was closed.
+    CloseWrite,
+    /// Permissions, owner, times or extended attributes changed.
+    Metadata,
+    /// A file or directory was removed (or moved out of the watched tree).
+    Remove,
+    /// Renamed inside the watched tree: `path` is the old name, `path_to` the new one.
+    Rename,
+    /// The kernel's event queue overflowed: events were lost; rescan.
+    Overflow,
+    /// Seqs `seq ..= gap.to` are missing, for `gap.reason`.
+    Gap,
+    /// Anything else the watcher reported.
+    Other,
+}
+
+/// Why a range of seqs is missing.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]
+#[repr(u8)]
+pub enum GapReason {
+    /// The service crashed with these seqs leased but unused.
+    Crash = 1,
+    /// A rule with `store = false` matched them: never stored in history.
+    NotStored = 2,
+    /// A rule with `stream = false` matched them, or the publisher's queue overflowed.
+    NotStreamed = 3,
+    /// The history writer's queue overflowed.
+    WriterOverflow = 4,
+    /// Removed from history by retention.
+    Retention = 5,
+}
+
+impl GapReason {
+    /// The code carried in a ring gap frame.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The reason for a ring gap frame's code, if it is one this build knows.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            1 => GapReason::Crash,
+            2 => GapReason::NotStored,
+            3 => GapReason::NotStreamed,
+            4 => GapReason::WriterOverflow,
+            5 => GapReason::Retention,
+            _ => return None,
+        })
+    }
+}
+
+/// The end and reason of a gap record.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GapInfo {
+    /// Last missing seq (the first is the record's `seq`).
+    pub to: u64,
+    /// Why they are missing.
+    pub reason: GapReason,
+}
+
+/// One file-system event as the service records it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct FileEvent {
+    /// The service's sequence number: strictly increasing, never reused.
+    pub seq: u64,
+    /// When the service saw it, in nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The path, as bytes (Linux paths need not be UTF-8).
+    pub path: Vec<u8>,
+    /// For a rename, the new path.
+    pub path_to: Option<Vec<u8>>,
+    /// Id of the filter rule that matched.
+    pub rule: u32,
+    /// File size in bytes, when known.
+    pub size: Option<u64>,
+    /// For a gap record, its end and reason.
+    pub gap: Option<GapInfo>,
+}
+
+impl ArchivedFileEvent {
+    /// The path as an OS string.
+    pub fn path_os(&self) -> &std::ffi::OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(self.path.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_utf8_path_round_trips() {
+        let ev = FileEvent {
+            seq: 7,
+            time_ns: 1,
+            kind: EventKind::Rename,
+            path: b"/tmp/\xff\xfe".to_vec(),
+            path_to: Some(b"/tmp/b".to_vec()),
+            rule: 3,
+            size: Some(10),
+            gap: None,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&ev).unwrap();
+        let a = rkyv::access::<ArchivedFileEvent, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(a.path.as_slice(), b"/tmp/\xff\xfe");
+        assert_eq!(a.kind, ArchivedEventKind::Rename);
+        assert_eq!(a.path_to.as_ref().unwrap().as_slice(), b"/tmp/b");
+        let back: FileEvent = rkyv::deserialize::<FileEvent, rkyv::rancor::Error>(a).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn gap_codes_round_trip() {
+        for r in [
+            GapReason::Crash,
+            GapReason::NotStored,
+            GapReason::NotStreamed,
+            GapReason::WriterOverflow,
+            GapReason::Retention,
+        ] {
+            assert_eq!(GapReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(GapReason::from_code(0), None);
+    }
+}

@@ -1,0 +1,807 @@
+//! The ring's one writer.
+//!
+//! Records are staged privately (serialized, framed, padded, with a padding frame where the
+//! data area wraps) and copied into the ring in bulk by [`Producer::commit`]:
+//!
+//! 1. room check: a lossless reader's unreleased bytes are never overwritten. The slowest
+//!    lossless reader's position is cached; reader pages are only read again when the cache
+//!    says there is no room;
+//! 2. reserve: store the reserve cursor (the end of the batch), then `fence(Release)`;
+//! 3. copy the staged words with Relaxed atomic stores (race-free by the memory model even
+//!    when a lagging reader copies the same bytes at the same time);
+//! 4. record a resync point (the batch's first frame) in the header table;
+//! 5. publish: one Release store of the write cursor for the whole batch;
+//! 6. `fence(SeqCst)`, then wake each reader whose sleeping flag is set.
+
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::{Arena, ArenaHandle};
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Serialize};
+
+use super::error::{PublishError, SegmentError};
+use super::layout::{
+    align_up, frame_len, header_word, FrameHeader, FrameKind, CURSOR_CUT_OFF, FRAME_ALIGN,
+    FRAME_HEADER, GAP_PAYLOAD, RESYNC_SLOTS, STATE_CLOSED, STATE_SWITCHED,
+};
+use super::memory::{CursorMem, Segment, SegmentParams};
+use super::reader::{Policy, Reader};
+use super::wake::{self, WakeTx};
+use crate::sync::{self, Ordering, Site};
+
+/// Types the producer can serialize into a frame (rkyv's high-level serializer).
+pub trait Encode:
+    for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+impl<T: ?Sized + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>>
+    Encode for T
+{
+}
+
+/// How a ring is made.
+#[derive(Clone, Debug)]
+pub struct RingConfig {
+    /// Bytes in the data area: a power of two, at least 4 KiB. Default 4 MiB: small enough to
+    /// stay in cache (memcpy here: 27 GB/s on 1 MiB blocks, 7.6 GB/s on 64 MiB).
+    pub capacity: usize,
+    /// Largest archived record. Default 64 KiB. A frame must fit a quarter of the ring.
+    pub max_record: usize,
+    /// Staged bytes that trigger a commit on their own. Default 64 KiB (at most a quarter of
+    /// the ring).
+    pub batch_bytes: usize,
+    /// How long [`Producer::commit`] waits for a lossless reader to make room before it
+    /// returns [`PublishError::Backpressure`]. Zero: do not wait.
+    pub lossless_wait: Duration,
+    /// Seq of the first record.
+    pub first_seq: u64,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            capacity: 4 << 20,
+            max_record: 64 << 10,
+            batch_bytes: 64 << 10,
+            lossless_wait: Duration::from_secs(1),
+            first_seq: 1,
+        }
+    }
+}
+
+impl RingConfig {
+    fn check(&self) -> Result<(), SegmentError> {
+        let needed = (frame_len(self.max_record) * 4).next_power_of_two();
+        if self.capacity < needed || self.max_record > u32::MAX as usize {
+            return Err(SegmentError::RecordTooLargeForRing {
+                max_record: self.max_record,
+                capacity: self.capacity,
+                needed,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Names one attached reader on the producer's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReaderId(pub u64);
+
+impl std::fmt::Display for ReaderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The producer's record of one reader.
+#[derive(Debug)]
+struct Slot {
+    id: ReaderId,
+    policy: Policy,
+    cursor: CursorMem,
+    wake: WakeTx,
+}
+
+/// Everything a reader in another process needs, to be sent over a Unix socket with
+/// [`ReaderHandoff::send`](crate::handoff::ReaderHandoff::send).
+#[derive(Debug)]
+pub struct ReaderFds {
+    /// The reader's id on the producer's side.
+    pub id: ReaderId,
+    /// The policy it was attached with.
+    pub policy: Policy,
+    /// The position to start reading at (the write cursor when it attached).
+    pub start_pos: u64,
+    /// The seq of the first frame at `start_pos`.
+    pub start_seq: u64,
+    /// The segment's memfd (a duplicate).
+    pub ring: std::os::fd::OwnedFd,
+    /// The reader's cursor page memfd (a duplicate).
+    pub cursor: std::os::fd::OwnedFd,
+    /// The read end of the reader's wake pipe.
+    pub wake: std::os::fd::OwnedFd,
+}
+
+/// Where the producer's memory lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backing {
+    Heap,
+    Memfd,
+}
+
+/// The one writer of a ring. Generic over the payload type `T` (any rkyv-serializable type).
+pub struct Producer<T> {
+    config: RingConfig,
+    backing: Backing,
+    seg: Segment,
+    cap: u64,
+    /// Committed write position (what `header.write` holds).
+    w: u64,
+    /// Seq the next committed frame will have.
+    committed_seq: u64,
+    /// Seq the next staged frame will have.
+    next_seq: u64,
+    /// Frames staged but not committed, laid out exactly as they go into the ring at `w`.
+    staging: AlignedVec,
+    /// Position and seq of the first non-padding staged frame.
+    staged_first: Option<(u64, u64)>,
+    scratch: AlignedVec,
+    arena: Arena,
+    readers: Vec<Slot>,
+    next_reader: u64,
+    /// Lowest released position of the lossless readers when last looked at (clamped), and
+    /// who it was. `None`: no lossless reader.
+    min_released: Option<(u64, ReaderId)>,
+    closed: bool,
+    /// Set while `rotate` moves staged frames to the new segment: no automatic commit then.
+    restaging: bool,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T> std::fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("segment", &self.seg)
+            .field("write", &self.w)
+            .field("next_seq", &self.next_seq)
+            .field("staged_bytes", &self.staging.len())
+            .field("readers", &self.readers.len())
+            .finish()
+    }
+}
+
+impl<T: Archive> Producer<T> {
+    /// A producer whose ring lives in a sealed memfd, for readers in other processes.
+    ///
+    /// # Errors
+    /// [`SegmentError`] if the configuration is invalid or the memfd cannot be made.
+    #[cfg(not(firehose_loom))]
+    pub fn new(config: RingConfig) -> Result<Self, SegmentError> {
+        Self::with_backing(config, Backing::Memfd)
+    }
+
+    /// A producer whose ring lives on the heap: single process only (tests, Miri).
+    ///
+    /// # Errors
+    /// [`SegmentError`] if the configuration is invalid.
+    pub fn new_heap(config: RingConfig) -> Result<Self, SegmentError> {
+        Self::with_backing(config, Backing::Heap)
+    }
+
+    fn with_backing(mut config: RingConfig, backing: Backing) -> Result<Self, SegmentError> {
+        const { assert!(std::mem::align_of::<T::Archived>() <= FRAME_ALIGN) };
+        if !cfg!(firehose_loom) {
+            config.check()?;
+        }
+        config.batch_bytes = config.batch_bytes.clamp(FRAME_ALIGN, config.capacity / 4);
+        let params = SegmentParams {
+            capacity: config.capacity,
+            epoch: 1,
+            base_pos: 0,
+            first_seq: config.first_seq,
+            max_record: config.max_record,
+        };
+        let seg = Self::make_segment(backing, params)?;
+        Ok(Producer {
+            cap: config.capacity as u64,
+            w: 0,
+            committed_seq: config.first_seq,
+            next_seq: config.first_seq,
+            staging: AlignedVec::with_capacity(
+                config.batch_bytes + 2 * frame_len(config.max_record),
+            ),
+            staged_first: None,
+            scratch: AlignedVec::new(),
+            arena: Arena::new(),
+            readers: Vec::new(),
+            next_reader: 1,
+            min_released: None,
+            closed: false,
+            restaging: false,
+            backing,
+            seg,
+            config,
+            _t: PhantomData,
+        })
+    }
+
+    fn make_segment(backing: Backing, params: SegmentParams) -> Result<Segment, SegmentError> {
+        match backing {
+            Backing::Heap => Segment::new_heap(params),
+            #[cfg(not(firehose_loom))]
+            Backing::Memfd => Segment::new_memfd(params),
+            #[cfg(firehose_loom)]
+            Backing::Memfd => unreachable!("no memfds under loom"),
+        }
+    }
+
+    /// The current segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// Seq the next staged record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Seq after the last committed frame (readers can see everything before it).
+    pub fn committed_seq(&self) -> u64 {
+        self.committed_seq
+    }
+
+    /// Bytes staged and not yet committed.
+    pub fn staged_bytes(&self) -> usize {
+        self.staging.len()
+    }
+
+    /// Committed write position.
+    pub fn write_pos(&self) -> u64 {
+        self.w
+    }
+
+    /// How many readers are attached.
+    pub fn reader_count(&self) -> usize {
+        self.readers.len()
+    }
+
+    /// Serializes `value` and stages it as the next record; returns its seq. Commits first
+    /// if the staged batch is full.
+    ///
+    /// # Errors
+    /// [`PublishError::TooLarge`] (nothing staged), [`PublishError::Serialize`], or an error of
+    /// the automatic [`commit`](Self::commit) (the record is not staged; retry).
+    pub fn stage(&mut self, value: &T) -> Result<u64, PublishError>
+    where
+        T: Encode,
+    {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let scratch = match rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+            value,
+            scratch,
+            self.arena.acquire(),
+        ) {
+            Ok(s) => s,
+            Err(e) => return Err(PublishError::Serialize(e)),
+        };
+        let r = self.stage_archived(&scratch);
+        self.scratch = scratch;
+        r
+    }
+
+    /// Stages already-archived bytes as the next record (for forwarding, and for benchmarks
+    /// that measure the transport without serialization). Readers validate every record, so
+    /// bytes that are not an archived `T` reach them as an access error, never as UB.
+    ///
+    /// # Errors
+    /// As [`stage`](Self::stage).
+    pub fn stage_archived(&mut self, payload: &[u8]) -> Result<u64, PublishError> {
+        if payload.len() > self.config.max_record {
+            return Err(PublishError::TooLarge {
+                len: payload.len(),
+                max: self.config.max_record,
+            });
+        }
+        let seq = self.next_seq;
+        self.stage_frame(
+            FrameKind::Record,
+            seq,
+            |buf| buf.extend_from_slice(payload),
+            payload.len(),
+        )?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Stages a gap: seqs `next_seq ..= to` will never be streamed, for `reason` (a code the
+    /// application defines). Readers see it in order, as `Event::Gap`.
+    ///
+    /// # Errors
+    /// [`PublishError::GapBackwards`] if `to < next_seq`, or an error of the automatic commit.
+    pub fn stage_gap(&mut self, to: u64, reason: u32) -> Result<(), PublishError> {
+        let from = self.next_seq;
+        if to < from {
+            return Err(PublishError::GapBackwards { to, next: from });
+        }
+        self.stage_frame(
+            FrameKind::Gap,
+            from,
+            |buf| {
+                buf.extend_from_slice(&to.to_ne_bytes());
+                buf.extend_from_slice(&u64::from(reason).to_ne_bytes());
+            },
+            GAP_PAYLOAD,
+        )?;
+        self.next_seq = to + 1;
+        Ok(())
+    }
+
+    fn stage_frame(
+        &mut self,
+        kind: FrameKind,
+        seq: u64,
+        write_payload: impl FnOnce(&mut AlignedVec),
+        payload_len: usize,
+    ) -> Result<(), PublishError> {
+        if self.closed {
+            return Err(PublishError::Closed);
+        }
+        let flen = frame_len(payload_len);
+        if !self.staging.is_empty()
+            && self.staging.len() + flen > self.config.batch_bytes
+            && !self.restaging
+        {
+            self.commit()?;
+        }
+        let pos = self.w + self.staging.len() as u64;
+        let off = (pos % self.cap) as usize;
+        let mut start = pos;
+        if off + flen > self.cap as usize {
+            let pad = self.cap as usize - off;
+            self.push_header(FrameKind::Padding, (pad - FRAME_HEADER) as u32, seq);
+            self.staging
+                .resize(self.staging.len() + pad - FRAME_HEADER, 0);
+            start = pos + pad as u64;
+        }
+        self.push_header(kind, payload_len as u32, seq);
+        let before = self.staging.len();
+        write_payload(&mut self.staging);
+        debug_assert_eq!(self.staging.len() - before, payload_len);
+        self.staging.resize(before + align_up(payload_len), 0);
+        if self.staged_first.is_none() {
+            self.staged_first = Some((start, seq));
+        }
+        Ok(())
+    }
+
+    fn push_header(&mut self, kind: FrameKind, payload_len: u32, seq: u64) {
+        self.staging
+            .extend_from_slice(&header_word(kind, payload_len).to_ne_bytes());
+        self.staging.extend_from_slice(&seq.to_ne_bytes());
+    }
+
+    /// Stages and commits one record. Returns its seq.
+    ///
+    /// # Errors
+    /// As [`stage`](Self::stage) and [`commit`](Self::commit).
+    pub fn publish(&mut self, value: &T) -> Result<u64, PublishError>
+    where
+        T: Encode,
+    {
+        let seq = self.stage(value)?;
+        self.commit()?;
+        Ok(seq)
+    }
+
+    /// Stages every record and commits them (in as few batches as `batch_bytes` allows).
+    /// Returns the seq of the last one.
+    ///
+    /// # Errors
+    /// As [`stage`](Self::stage) and [`commit`](Self::commit).
+    pub fn publish_batch<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = &'v T>,
+    ) -> Result<Option<u64>, PublishError>
+    where
+        T: Encode + 'v,
+    {
+        let mut last = None;
+        for v in values {
+            last = Some(self.stage(v)?);
+        }
+        self.commit()?;
+        Ok(last)
+    }
+
+    /// The lossless room check: is there space for `len` more bytes ahead of every lossless
+    /// reader? Re-reads reader pages only when the cached minimum says no.
+    fn has_room(&mut self, end: u64) -> bool {
+        match self.min_released {
+            None => true,
+            Some((min, _)) if end <= min + self.cap => true,
+            Some(_) => {
+                self.refresh_min_released();
+                self.min_released
+                    .is_none_or(|(min, _)| end <= min + self.cap)
+            }
+        }
+    }
+
+    fn refresh_min_released(&mut self) {
+        let base = self.seg.base_pos();
+        let mut min: Option<(u64, ReaderId)> = None;
+        for slot in self.readers.iter().filter(|s| s.policy == Policy::Lossless) {
+            // SYNC POINT (release): pairs with the reader's Release store of `released` after
+            // it has finished with every frame before it, so our overwrites of those bytes
+            // happen after its reads.
+            let raw = slot
+                .cursor
+                .page()
+                .released
+                .0
+                .load(sync::ord(Site::ReleaseLoad, Ordering::Acquire));
+            // Hostile input: a position from an older segment counts as this segment's start,
+            // one past the write cursor as the write cursor.
+            let r = raw.clamp(base, self.w);
+            if min.is_none_or(|(m, _)| r < m) {
+                min = Some((r, slot.id));
+            }
+        }
+        self.min_released = min;
+    }
+
+    /// Copies the staged batch into the ring and publishes it with one store of the write
+    /// cursor. Waits up to `lossless_wait` for lossless readers to make room.
+    ///
+    /// # Errors
+    /// [`PublishError::Backpressure`] if a lossless reader did not make room in time (the
+    /// batch stays staged), [`PublishError::Closed`].
+    pub fn commit(&mut self) -> Result<(), PublishError> {
+        if self.staging.is_empty() {
+            return Ok(());
+        }
+        if self.closed {
+            return Err(PublishError::Closed);
+        }
+        let len = self.staging.len() as u64;
+        let end = self.w + len;
+        if !self.has_room(end) {
+            self.wait_for_room(end)?;
+        }
+        let hdr = self.seg.header();
+        // SYNC POINT (reserve): a lagging reader that copies bytes this batch overwrites
+        // sees this reserve value after its fence(Acquire) (fence-to-fence synchronization
+        // through the data words it read), so it knows its copy may be torn. Relaxed store:
+        // the fence below orders it before the data writes.
+        hdr.reserve.0.store(end, Ordering::Relaxed);
+        sync::fence(Site::ReserveFence, Ordering::Release);
+        copy_staged(&self.seg, self.w, &self.staging);
+        if let Some((pos, seq)) = self.staged_first.take() {
+            // Relaxed: published by the Release store of resync_head below. A reader that
+            // races with a later overwrite of this slot checks the frame at `pos` against
+            // `seq` anyway.
+            let head = hdr.resync_head.0.load(Ordering::Relaxed);
+            let slot = &hdr.resync[(head % RESYNC_SLOTS as u64) as usize];
+            slot.pos.store(pos, Ordering::Relaxed);
+            slot.seq.store(seq, Ordering::Relaxed);
+            hdr.resync_head.0.store(head + 1, Ordering::Release);
+        }
+        // SYNC POINT (publish): pairs with the reader's Acquire load of the write cursor;
+        // every frame before `end` is visible to a reader that sees `end`.
+        hdr.write
+            .0
+            .store(end, sync::ord(Site::PublishStore, Ordering::Release));
+        self.w = end;
+        self.committed_seq = self.next_seq;
+        self.staging.clear();
+        self.wake_sleepers();
+        Ok(())
+    }
+
+    fn wait_for_room(&mut self, end: u64) -> Result<(), PublishError> {
+        let deadline = Instant::now() + self.config.lossless_wait;
+        let mut spins = 0u32;
+        loop {
+            if self.has_room(end) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let (min, reader) = self
+                    .min_released
+                    .expect("no room implies a lossless reader");
+                return Err(PublishError::Backpressure {
+                    reader,
+                    needed: self.staging.len(),
+                    free: (min + self.cap).saturating_sub(self.w) as usize,
+                });
+            }
+            sync::backoff(&mut spins);
+            // The reader is asleep only if it released everything; wake it in case it sleeps
+            // on data it has not seen yet.
+            self.wake_sleepers();
+        }
+    }
+
+    fn wake_sleepers(&self) {
+        // SYNC POINT (sleep): pairs with the reader's fence(SeqCst) between storing its
+        // sleeping flag and re-checking the write cursor: either it sees our write cursor
+        // store, or we see its flag (store-buffering with SeqCst fences on both sides).
+        sync::fence(Site::SleepProducer, Ordering::SeqCst);
+        for slot in &self.readers {
+            let flag = &slot.cursor.page().sleeping.0;
+            // Relaxed: ordered by the fence above. The swap means one wake per sleep, even
+            // if the reader never drains its pipe.
+            if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0 {
+                slot.wake.wake();
+            }
+        }
+    }
+
+    fn add_slot(&mut self, policy: Policy, cursor: CursorMem, wake: WakeTx) -> ReaderId {
+        let id = ReaderId(self.next_reader);
+        self.next_reader += 1;
+        // Relaxed: the page reaches the reader through an fd sent over a socket or an Arc
+        // clone, both of which order this store before the reader's loads.
+        cursor.page().released.0.store(self.w, Ordering::Relaxed);
+        if policy == Policy::Lossless {
+            match self.min_released {
+                Some((m, _)) if m <= self.w => {}
+                _ => self.min_released = Some((self.w, id)),
+            }
+        }
+        self.readers.push(Slot {
+            id,
+            policy,
+            cursor,
+            wake,
+        });
+        id
+    }
+
+    /// Attaches a reader in this process, sharing the producer's memory.
+    ///
+    /// # Errors
+    /// [`SegmentError`] if its cursor page or wake pipe cannot be made.
+    pub fn attach_local(&mut self, policy: Policy) -> Result<Reader<T>, SegmentError> {
+        let cursor = match self.backing {
+            Backing::Heap => CursorMem::new_heap(),
+            #[cfg(not(firehose_loom))]
+            Backing::Memfd => CursorMem::new_memfd()?,
+            #[cfg(firehose_loom)]
+            Backing::Memfd => unreachable!(),
+        };
+        let (tx, rx) = wake::pair().map_err(|e| SegmentError::Create { size: 0, source: e })?;
+        let id = self.add_slot(policy, cursor.clone(), tx);
+        Ok(Reader::from_parts(
+            id,
+            policy,
+            self.seg.clone(),
+            cursor,
+            rx,
+            self.w,
+            self.committed_seq,
+        ))
+    }
+
+    /// Attaches a reader for another process: makes its sealed cursor page and wake pipe
+    /// and returns the fds to send it.
+    ///
+    /// # Errors
+    /// [`SegmentError`] if memfds or pipes cannot be made, or the ring is on the heap.
+    #[cfg(not(firehose_loom))]
+    pub fn attach_remote(&mut self, policy: Policy) -> Result<ReaderFds, SegmentError> {
+        let Some(ring) = self.seg.fd() else {
+            return Err(SegmentError::Create {
+                size: 0,
+                source: std::io::Error::new(std::io::ErrorKind::Unsupported, "heap ring has no fd"),
+            });
+        };
+        let ring = ring.try_clone_to_owned().map_err(SegmentError::Map)?;
+        let cursor = CursorMem::new_memfd()?;
+        let cursor_fd = cursor
+            .fd()
+            .expect("memfd page")
+            .try_clone_to_owned()
+            .map_err(SegmentError::Map)?;
+        let (tx, wake) =
+            wake::pair_fds().map_err(|e| SegmentError::Create { size: 0, source: e })?;
+        let id = self.add_slot(policy, cursor, tx);
+        Ok(ReaderFds {
+            id,
+            policy,
+            start_pos: self.w,
+            start_seq: self.committed_seq,
+            ring,
+            cursor: cursor_fd,
+            wake,
+        })
+    }
+
+    /// Forgets a reader that is gone (its process exited, or it disconnected): frees its
+    /// slot and any backpressure it held, and closes its wake pipe.
+    ///
+    /// A lossless reader that is still reading must be cut off with
+    /// [`rotate`](Self::rotate) instead: it may be borrowing frames in place.
+    pub fn remove_reader(&mut self, id: ReaderId) -> bool {
+        let before = self.readers.len();
+        self.readers.retain(|s| s.id != id);
+        if self.min_released.is_some_and(|(_, r)| r == id) {
+            self.refresh_min_released();
+        }
+        before != self.readers.len()
+    }
+
+    /// Moves to a new segment (a new memfd, the next epoch) of `capacity` bytes (`None`: the
+    /// same). The old segment is never written again, so readers still in it (and the
+    /// frames a lossless reader borrows from it) stay intact. `cut_off` readers are
+    /// dropped (a lossless reader that stalled); every other reader follows the switch when
+    /// it reaches the end of the old segment. Staged records move to the new segment.
+    ///
+    /// Returns the new segment, to hand to readers in other processes.
+    ///
+    /// # Errors
+    /// [`SegmentError`] if the new segment cannot be made (the producer stays on the old one).
+    pub fn rotate(
+        &mut self,
+        capacity: Option<usize>,
+        cut_off: &[ReaderId],
+    ) -> Result<Segment, SegmentError> {
+        let mut config = self.config.clone();
+        if let Some(c) = capacity {
+            config.capacity = c;
+            config.check()?;
+            config.batch_bytes = config.batch_bytes.clamp(FRAME_ALIGN, c / 4);
+        }
+        let old = self.seg.clone();
+        let params = SegmentParams {
+            capacity: config.capacity,
+            epoch: old.epoch() + 1,
+            base_pos: self.w,
+            first_seq: self.committed_seq,
+            max_record: config.max_record,
+        };
+        let new = Self::make_segment(self.backing, params)?;
+        let st = &old.header().state.0;
+        // Relaxed: published by the Release store of `state`.
+        st.end_pos.store(self.w, Ordering::Relaxed);
+        st.end_seq.store(self.committed_seq, Ordering::Relaxed);
+        st.next_epoch.store(params.epoch, Ordering::Relaxed);
+        // Pairs with the reader's Acquire load of `state` when it finds nothing to read.
+        st.state.store(STATE_SWITCHED, Ordering::Release);
+        for slot in self.readers.iter().filter(|s| cut_off.contains(&s.id)) {
+            // Pairs with the Acquire load in `Reader::follow`: a cut-off lossless reader
+            // refuses to follow, since nothing holds the new segment back for it.
+            slot.cursor
+                .page()
+                .flags
+                .0
+                .store(CURSOR_CUT_OFF, Ordering::Release);
+        }
+        self.readers.retain(|s| !cut_off.contains(&s.id));
+        // Restage what was staged for the old segment's layout.
+        let staged = std::mem::take(&mut self.staging);
+        self.staged_first = None;
+        self.next_seq = self.committed_seq;
+        self.seg = new.clone();
+        self.cap = config.capacity as u64;
+        self.config = config;
+        // Lossless readers count as being at the new segment's start until they follow.
+        self.refresh_min_released();
+        self.restaging = true;
+        restage(&staged, |kind, seq, payload| {
+            debug_assert_eq!(self.next_seq, seq);
+            let r = match kind {
+                FrameKind::Record => self.stage_archived(payload).map(|_| ()),
+                FrameKind::Gap => {
+                    let to = u64::from_ne_bytes(payload[..8].try_into().expect("8 bytes"));
+                    let reason = u64::from_ne_bytes(payload[8..16].try_into().expect("8 bytes"));
+                    self.stage_gap(to, reason as u32)
+                }
+                FrameKind::Padding => Ok(()),
+            };
+            debug_assert!(
+                r.is_ok(),
+                "restaging cannot fail: it fits the same limits, with no commit"
+            );
+        });
+        self.restaging = false;
+        self.wake_all();
+        Ok(new)
+    }
+
+    fn wake_all(&self) {
+        for slot in &self.readers {
+            slot.wake.wake();
+        }
+    }
+
+    /// Commits what is staged (if it can without waiting), marks the ring closed and wakes
+    /// every reader: each reads what is left, then gets `ReadError::Closed`.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        let wait = std::mem::take(&mut self.config.lossless_wait);
+        let _ = self.commit();
+        self.config.lossless_wait = wait;
+        self.closed = true;
+        // Pairs with the reader's Acquire load of `state`.
+        self.seg
+            .header()
+            .state
+            .0
+            .state
+            .store(STATE_CLOSED, Ordering::Release);
+        self.wake_all();
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            // Pairs with the reader's Acquire load of `state`. Staged records are dropped:
+            // they were never committed, and readers learn the ring closed.
+            self.seg
+                .header()
+                .state
+                .0
+                .state
+                .store(STATE_CLOSED, Ordering::Release);
+            for slot in &self.readers {
+                slot.wake.wake();
+            }
+        }
+    }
+}
+
+/// Walks staged bytes frame by frame (our own bytes: trusted) and hands each frame's kind,
+/// seq and payload to `f`.
+fn restage(staged: &[u8], mut f: impl FnMut(FrameKind, u64, &[u8])) {
+    let mut off = 0;
+    while off + FRAME_HEADER <= staged.len() {
+        let w0 = u64::from_ne_bytes(staged[off..off + 8].try_into().expect("8 bytes"));
+        let seq = u64::from_ne_bytes(staged[off + 8..off + 16].try_into().expect("8 bytes"));
+        let h = FrameHeader::decode(w0, seq).expect("our own staged frames are well formed");
+        let p = off + FRAME_HEADER;
+        f(h.kind, h.seq, &staged[p..p + h.payload_len]);
+        off += frame_len(h.payload_len);
+    }
+}
+
+/// Copies the staged bytes into the data area at position `w`, splitting at the wrap.
+fn copy_staged(seg: &Segment, w: u64, staged: &[u8]) {
+    let data = seg.data();
+    let words = data.len();
+    let start = ((w % seg.capacity() as u64) / 8) as usize;
+    debug_assert_eq!(staged.len() % 8, 0);
+    let n = staged.len() / 8;
+    let first = n.min(words - start);
+    store_words(&data[start..start + first], &staged[..first * 8]);
+    if first < n {
+        store_words(&data[..n - first], &staged[first * 8..]);
+    }
+}
+
+/// Stores `src` (a multiple of 8 bytes) into `dst` word by word with Relaxed atomic stores.
+#[inline]
+fn store_words(dst: &[crate::sync::AtomicU64], src: &[u8]) {
+    debug_assert_eq!(dst.len() * 8, src.len());
+    for (d, s) in dst.iter().zip(src.chunks_exact(8)) {
+        // Relaxed: the data words are published by the write cursor's Release store, and
+        // a lagging reader detects overwrites through the reserve cursor, not through them.
+        d.store(
+            u64::from_ne_bytes(s.try_into().expect("chunks of 8")),
+            Ordering::Relaxed,
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! The wake channel between the producer and one sleeping reader: a pipe in production, a
+//! loom `Notify` under loom (same semantics: a wake that arrives before the wait is kept).
+
+#[cfg(not(firehose_loom))]
+mod imp {
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+    /// The producer's end.
+    #[derive(Debug)]
+    pub(crate) struct WakeTx(Option<OwnedFd>);
+    /// The reader's end.
+    #[derive(Debug)]
+    pub(crate) struct WakeRx(Option<OwnedFd>);
+
+    /// Why a wait ended.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) enum Woken {
+        /// A wake byte arrived (or the wait timed out): check the ring.
+        Maybe,
+        /// The producer's end is closed: it exited or dropped this reader.
+        Hangup,
+    }
+
+    impl WakeTx {
+        pub(crate) fn wake(&self) {
+            if let Some(fd) = &self.0 {
+                crate::sys::pipe::wake(fd.as_fd());
+            }
+        }
+    }
+
+    impl WakeRx {
+        pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
+            self.0.as_ref().map(|f| f.as_fd())
+        }
+
+        pub(crate) fn from_fd(fd: OwnedFd) -> std::io::Result<Self> {
+            crate::sys::pipe::set_nonblocking(&fd)?;
+            Ok(WakeRx(Some(fd)))
+        }
+
+        /// Reads away pending wake bytes.
+        pub(crate) fn clear(&self) {
+            if let Some(fd) = &self.0 {
+                crate::sys::pipe::drain(fd.as_fd());
+            }
+        }
+
+        /// Waits for a wake byte, up to `timeout_ms` (-1: forever). Without a pipe (Miri),
+        /// yields instead.
+        pub(crate) fn wait(&self, timeout_ms: i32) -> std::io::Result<Woken> {
+            let Some(fd) = &self.0 else {
+                std::thread::yield_now();
+                return Ok(Woken::Maybe);
+            };
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let timeout = if timeout_ms < 0 {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX)
+            };
+            match poll(&mut pfd, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let revents = pfd[0].revents().unwrap_or(PollFlags::empty());
+            if revents.contains(PollFlags::POLLIN) {
+                return Ok(Woken::Maybe);
+            }
+            if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                return Ok(Woken::Hangup);
+            }
+            Ok(Woken::Maybe)
+        }
+    }
+
+    /// A connected pair; no pipe under Miri (it cannot poll).
+    pub(crate) fn pair() -> std::io::Result<(WakeTx, WakeRx)> {
+        if cfg!(miri) {
+            return Ok((WakeTx(None), WakeRx(None)));
+        }
+        let (r, w) = crate::sys::pipe::wake_pipe()?;
+        Ok((WakeTx(Some(w)), WakeRx(Some(r))))
+    }
+
+    /// A pair for a reader in another process: the read end is handed out as an fd.
+    pub(crate) fn pair_fds() -> std::io::Result<(WakeTx, OwnedFd)> {
+        let (r, w) = crate::sys::pipe::wake_pipe()?;
+        Ok((WakeTx(Some(w)), r))
+    }
+}
+
+#[cfg(firehose_loom)]
+mod imp {
+    use loom::sync::{Arc, Notify};
+
+    #[derive(Debug)]
+    pub(crate) struct WakeTx(Arc<Notify>);
+    #[derive(Debug)]
+    pub(crate) struct WakeRx(Arc<Notify>);
+
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) enum Woken {
+        Maybe,
+        #[allow(dead_code)]
+        Hangup,
+    }
+
+    impl WakeTx {
+        pub(crate) fn wake(&self) {
+            self.0.notify();
+        }
+    }
+
+    impl WakeRx {
+        pub(crate) fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+            None
+        }
+        pub(crate) fn clear(&self) {}
+        pub(crate) fn wait(&self, _timeout_ms: i32) -> std::io::Result<Woken> {
+            self.0.wait();
+            Ok(Woken::Maybe)
+        }
+    }
+
+    pub(crate) fn pair() -> std::io::Result<(WakeTx, WakeRx)> {
+        let n = Arc::new(Notify::new());
+        Ok((WakeTx(n.clone()), WakeRx(n)))
+    }
+}
+
+pub(crate) use imp::*;

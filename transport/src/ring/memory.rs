@@ -3,12 +3,16 @@
 //! sees only `&Header`, `&[AtomicU64]` and `&CursorPage`, the same for both.
 
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
+#[cfg(not(firehose_loom))]
+use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::error::SegmentError;
-use super::layout::{CursorPage, Header, CURSOR_PAGE_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+use super::layout::{CursorPage, Header, LAYOUT_VERSION, MAGIC};
+#[cfg(not(firehose_loom))]
+use super::layout::{CURSOR_PAGE_SIZE, HEADER_SIZE};
 use crate::sync::{AtomicU64, Ordering};
 
 /// The smallest data area a segment may have.

@@ -22,5 +22,5 @@ pub use reader::{Batch, BatchIter, Event, Policy, Reader, RecordRef};
 
 #[cfg(all(test, firehose_loom))]
 mod loom_tests;
-#[cfg(test)]
+#[cfg(all(test, not(firehose_loom)))]
 mod tests;

@@ -24,7 +24,9 @@ use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::{rancor, Archive, Portable};
 
-use super::error::{AccessError, CorruptKind, ReadError, SegmentError};
+#[cfg(not(firehose_loom))]
+use super::error::SegmentError;
+use super::error::{AccessError, CorruptKind, ReadError};
 use super::layout::{
     frame_len, FrameHeader, FrameKind, CURSOR_CUT_OFF, FRAME_ALIGN, FRAME_HEADER, GAP_PAYLOAD,
     RESYNC_SLOTS, STATE_CLOSED, STATE_OPEN, STATE_SWITCHED,
@@ -615,6 +617,32 @@ impl<T: Archive> Reader<T> {
     }
 
     fn walk_in_place(&mut self, avail: u64, max: usize) {
+        #[cfg(firehose_loom)]
+        {
+            // Loom's atomics are not plain memory, so frames cannot be borrowed in place:
+            // copy them (with no reserve check: a lossless reader is never overwritten).
+            let have = (avail.min(self.walk.cap) as usize) & !(FRAME_ALIGN - 1);
+            self.buf.resize(
+                self.walk.cap as usize / std::mem::size_of::<Block>(),
+                Block::default(),
+            );
+            copy_words(
+                self.seg.data(),
+                self.walk.pos,
+                self.walk.cap,
+                &mut self.buf,
+                have,
+            );
+            let buf = &self.buf;
+            let word = |o: usize| -> u64 { buf[o / 16].0[(o % 16) / 8] };
+            self.walk.walk(have, avail, max, word, |o| o as u64);
+        }
+        #[cfg(not(firehose_loom))]
+        self.walk_in_place_mapped(avail, max);
+    }
+
+    #[cfg(not(firehose_loom))]
+    fn walk_in_place_mapped(&mut self, avail: u64, max: usize) {
         let data = self.seg.data();
         let cap = self.walk.cap;
         let pos = self.walk.pos;
@@ -719,8 +747,8 @@ impl<T: Archive> Reader<T> {
 
     fn batch(&mut self) -> Batch<'_, T> {
         let base = match self.policy {
-            Policy::Lossless => self.seg.data_ptr(),
-            Policy::Lagging => self.buf.as_ptr().cast::<u8>(),
+            Policy::Lossless if !cfg!(firehose_loom) => self.seg.data_ptr(),
+            _ => self.buf.as_ptr().cast::<u8>(),
         };
         Batch {
             entries: &self.walk.entries,

@@ -1,0 +1,322 @@
+//! The child processes: the parent spawns this same binary with a hidden subcommand and
+//! one end of a socketpair, over which ring fds, a ready word and a final report travel
+//! (and, for the socket baseline, the data itself).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+use crate::os::pin_to_core;
+use crate::payload::Tally;
+use crate::{ring_case, socket_case};
+
+/// The hidden subcommand's name.
+pub const SUBCOMMAND: &str = "__child";
+
+/// What a child process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Reads a ring (fds received over the socket), checks and counts every record.
+    RingReader,
+    /// Reads a ring with a sleeping reader and reports its context switches.
+    RingIdle,
+    /// Reads the ping ring, answers each record on a pong ring of its own.
+    RingEcho,
+    /// Reads framed records from the socket, checks and counts every one.
+    UdsReader,
+    /// Answers each framed record on the socket.
+    UdsEcho,
+}
+
+/// The hidden subcommand's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChildArgs {
+    /// What to do.
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Nominal payload size in bytes.
+    #[arg(long)]
+    pub payload: usize,
+    /// Ring readers: spin budget before sleeping. Socket echo: non-zero = spin on
+    /// non-blocking reads.
+    #[arg(long, default_value_t = 0)]
+    pub spin: u32,
+    /// The core to pin to.
+    #[arg(long)]
+    pub core: usize,
+    /// The inherited socket's fd number.
+    #[arg(long)]
+    pub sock_fd: RawFd,
+}
+
+/// The word a child sends once it is ready to read.
+const READY: u64 = u64::from_le_bytes(*b"FHBREADY");
+/// The first word of a child's report.
+const REPORT: u64 = u64::from_le_bytes(*b"FHBREPRT");
+/// How long the parent waits for a ready word or a report before it gives up.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a child reports when it is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// What it received.
+    pub tally: Tally,
+    /// CLOCK_MONOTONIC when it saw the end of the stream.
+    pub end_ns: u64,
+    /// Voluntary context switches over the part it measures (idle children).
+    pub nvcsw: u64,
+}
+
+impl Report {
+    fn to_words(self) -> [u64; 7] {
+        let t = self.tally;
+        [
+            REPORT,
+            t.count,
+            t.checksum,
+            t.lost,
+            t.lag_events,
+            self.end_ns,
+            self.nvcsw,
+        ]
+    }
+
+    fn from_words(w: [u64; 7]) -> Result<Self> {
+        if w[0] != REPORT {
+            bail!("child sent {:#x} instead of a report", w[0]);
+        }
+        Ok(Report {
+            tally: Tally {
+                count: w[1],
+                checksum: w[2],
+                lost: w[3],
+                lag_events: w[4],
+            },
+            end_ns: w[5],
+            nvcsw: w[6],
+        })
+    }
+}
+
+/// Writes words (little-endian) to the socket.
+///
+/// # Errors
+/// The socket's write error.
+pub fn send_words(sock: &mut UnixStream, words: &[u64]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    sock.write_all(&bytes)
+}
+
+/// Reads `N` words (little-endian) from the socket.
+///
+/// # Errors
+/// The socket's read error, `UnexpectedEof` if the peer closed.
+pub fn recv_words<const N: usize>(sock: &mut UnixStream) -> std::io::Result<[u64; N]> {
+    let mut out = [0u64; N];
+    let mut b = [0u8; 8];
+    for w in &mut out {
+        sock.read_exact(&mut b)?;
+        *w = u64::from_le_bytes(b);
+    }
+    Ok(out)
+}
+
+/// Child side: tells the parent it is ready.
+///
+/// # Errors
+/// The socket's write error.
+pub fn send_ready(sock: &mut UnixStream) -> Result<()> {
+    send_words(sock, &[READY]).context("sending ready")
+}
+
+/// Child side: sends the final report.
+///
+/// # Errors
+/// The socket's write error.
+pub fn send_report(sock: &mut UnixStream, report: Report) -> Result<()> {
+    send_words(sock, &report.to_words()).context("sending the report")
+}
+
+/// A running child, seen from the parent. Killed (by its pid) if dropped before
+/// [`finish`](Self::finish).
+#[derive(Debug)]
+pub struct ChildProc {
+    child: Option<Child>,
+    role: Role,
+    /// The parent's end of the socketpair.
+    pub sock: UnixStream,
+}
+
+impl ChildProc {
+    /// Spawns this binary as a `role` child pinned to `core`.
+    ///
+    /// # Errors
+    /// If the socketpair or the process cannot be made.
+    pub fn spawn(role: Role, payload: usize, spin: u32, core: usize) -> Result<Self> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("socketpair")?;
+        // The child's end must survive exec; ours must not. No other thread spawns
+        // processes while this end is inheritable, and it is closed right after the spawn.
+        fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty())).context("clearing FD_CLOEXEC")?;
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let child = Command::new(exe)
+            .arg(SUBCOMMAND)
+            .arg("--role")
+            .arg(clap::ValueEnum::to_possible_value(&role).map_or_else(
+                || format!("{role:?}"),
+                |v| v.get_name().to_string(),
+            ))
+            .args(["--payload", &payload.to_string()])
+            .args(["--spin", &spin.to_string()])
+            .args(["--core", &core.to_string()])
+            .args(["--sock-fd", &theirs.as_raw_fd().to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning a {role:?} child"))?;
+        drop(theirs);
+        Ok(ChildProc {
+            child: Some(child),
+            role,
+            sock: UnixStream::from(ours),
+        })
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for the child's ready word.
+    ///
+    /// # Errors
+    /// If it sends something else, or exits first.
+    pub fn expect_ready(&mut self) -> Result<()> {
+        let w = self.control(recv_words::<1>)?;
+        if w[0] != READY {
+            bail!("{:?} child sent {:#x} instead of ready", self.role, w[0]);
+        }
+        Ok(())
+    }
+
+    /// Waits for the child's report.
+    ///
+    /// # Errors
+    /// If it sends something else, or exits first.
+    pub fn report(&mut self) -> Result<Report> {
+        let w = self.control(recv_words::<7>)?;
+        Report::from_words(w)
+    }
+
+    /// A control read with a timeout; an error names the child's exit status if it died.
+    fn control<R>(
+        &mut self,
+        f: impl FnOnce(&mut UnixStream) -> std::io::Result<R>,
+    ) -> Result<R> {
+        self.sock.set_read_timeout(Some(CONTROL_TIMEOUT))?;
+        let r = f(&mut self.sock);
+        self.sock.set_read_timeout(None)?;
+        match r {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let status = self.reap(Duration::from_secs(2));
+                bail!("{:?} child: {e} (child {status})", self.role)
+            }
+        }
+    }
+
+    /// Waits for the child to exit (up to `patience`, then kills it); describes how it ended.
+    fn reap(&mut self, patience: Duration) -> String {
+        let Some(mut child) = self.child.take() else {
+            return "already reaped".into();
+        };
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) => return describe(s),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => {
+                    let _ = child.kill();
+                    return match child.wait() {
+                        Ok(s) => format!("killed after {patience:?}: {}", describe(s)),
+                        Err(e) => format!("could not be waited for: {e}"),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Waits for the child to exit and checks that it succeeded.
+    ///
+    /// # Errors
+    /// If it failed, or did not exit within 30 s.
+    pub fn finish(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait()? {
+                if !s.success() {
+                    bail!("{:?} child {}", self.role, describe(s));
+                }
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{:?} child did not exit; killed", self.role);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn describe(s: ExitStatus) -> String {
+    match s.code() {
+        Some(c) => format!("exited with status {c}"),
+        None => format!("ended by {s}"),
+    }
+}
+
+/// The hidden subcommand: runs one child role.
+///
+/// # Errors
+/// Whatever the role's run fails with (the parent sees the exit status).
+pub fn main(args: &ChildArgs) -> Result<()> {
+    // SAFETY: the parent spawned this process with `--sock-fd` naming its end of a
+    // socketpair that it left open across exec for us alone; nothing else in this process
+    // knows or owns that descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(args.sock_fd) };
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("inherited socket")?;
+    pin_to_core(args.core)?;
+    let sock = UnixStream::from(fd);
+    match args.role {
+        Role::RingReader => ring_case::reader_child(sock, args),
+        Role::RingIdle => ring_case::idle_child(sock, args),
+        Role::RingEcho => ring_case::echo_child(sock, args),
+        Role::UdsReader => socket_case::reader_child(sock, args),
+        Role::UdsEcho => socket_case::echo_child(sock, args),
+    }
+}

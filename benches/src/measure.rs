@@ -1,0 +1,63 @@
+//! What one run of a case measured.
+
+use crate::stats::Percentiles;
+
+/// One throughput run: what the reader received, over the time from the producer's first
+/// record to the reader seeing the end of the stream (one clock for both processes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throughput {
+    /// Nominal payload bytes per record (the archived size).
+    pub payload: usize,
+    /// Records the reader received and checked.
+    pub records: u64,
+    /// Seconds from the producer's first record to the reader's end of stream.
+    pub secs: f64,
+    /// Records the producer sent.
+    pub produced: u64,
+    /// Seconds the producer spent sending them.
+    pub producer_secs: f64,
+    /// Records the reader was told it missed (lagging readers).
+    pub lost: u64,
+}
+
+impl Throughput {
+    /// Records delivered per second.
+    pub fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+
+    /// Payload gigabytes (1e9) delivered per second.
+    pub fn gb_per_s(&self) -> f64 {
+        self.records_per_s() * self.payload as f64 / 1e9
+    }
+
+    /// Records the producer sent per second.
+    pub fn produced_per_s(&self) -> f64 {
+        self.produced as f64 / self.producer_secs
+    }
+}
+
+/// One idle run: voluntary context switches while nothing is published.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Idle {
+    /// Seconds idle.
+    pub secs: f64,
+    /// The producer process over the idle window (`getrusage`), its own one sleep included.
+    pub producer_nvcsw: u64,
+    /// The reader process over its whole wait (`getrusage` in the reader), its one
+    /// sleep included.
+    pub reader_nvcsw: u64,
+    /// The reader process over the idle window, read from `/proc` while it sleeps.
+    pub reader_window_nvcsw: u64,
+}
+
+/// What one run of a case measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    /// Records and bytes per second.
+    Throughput(Throughput),
+    /// Round-trip percentiles.
+    RoundTrip(Percentiles),
+    /// Wakeups while idle.
+    Idle(Idle),
+}

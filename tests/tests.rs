@@ -1,0 +1,6 @@
+//! Firehose's cross-process, fault and hostile-input tests: one test binary (see
+//! `support/` for the child program they spawn).
+
+mod cross_process;
+mod hostile;
+mod watchdog;

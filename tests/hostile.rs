@@ -2,6 +2,10 @@
 //! does about a reader that misbehaves. Every write path into the ring is refused by the
 //! kernel (seals); nothing a reader does to its cursor page or wake pipe disturbs anyone.
 
+// These tests are raw syscalls in a row, each with the same contract (valid fds and
+// buffers we own), so one SAFETY comment covers a block of them.
+#![allow(clippy::multiple_unsafe_ops_per_block)]
+
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;

@@ -250,7 +250,11 @@ impl Plan {
         let mut out: BTreeMap<Case, Vec<Sample>> = BTreeMap::new();
         let began = Instant::now();
         for (k, (case, run)) in steps.iter().enumerate() {
-            let runs = if self.once.contains(case) { 1 } else { self.runs };
+            let runs = if self.once.contains(case) {
+                1
+            } else {
+                self.runs
+            };
             eprint!(
                 "[{:>2}/{}] {:>5.1}s  {} (run {}/{runs}) ... ",
                 k + 1,

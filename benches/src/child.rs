@@ -71,10 +71,12 @@ pub struct Report {
     pub end_ns: u64,
     /// Voluntary context switches over the part it measures (idle children).
     pub nvcsw: u64,
+    /// CPU time it spent from ready to the end of the stream, in nanoseconds.
+    pub cpu_ns: u64,
 }
 
 impl Report {
-    fn to_words(self) -> [u64; 7] {
+    fn to_words(self) -> [u64; 8] {
         let t = self.tally;
         [
             REPORT,
@@ -84,10 +86,11 @@ impl Report {
             t.lag_events,
             self.end_ns,
             self.nvcsw,
+            self.cpu_ns,
         ]
     }
 
-    fn from_words(w: [u64; 7]) -> Result<Self> {
+    fn from_words(w: [u64; 8]) -> Result<Self> {
         if w[0] != REPORT {
             bail!("child sent {:#x} instead of a report", w[0]);
         }
@@ -100,6 +103,7 @@ impl Report {
             },
             end_ns: w[5],
             nvcsw: w[6],
+            cpu_ns: w[7],
         })
     }
 }
@@ -173,10 +177,10 @@ impl ChildProc {
         let child = Command::new(exe)
             .arg(SUBCOMMAND)
             .arg("--role")
-            .arg(clap::ValueEnum::to_possible_value(&role).map_or_else(
-                || format!("{role:?}"),
-                |v| v.get_name().to_string(),
-            ))
+            .arg(
+                clap::ValueEnum::to_possible_value(&role)
+                    .map_or_else(|| format!("{role:?}"), |v| v.get_name().to_string()),
+            )
             .args(["--payload", &payload.to_string()])
             .args(["--spin", &spin.to_string()])
             .args(["--core", &core.to_string()])
@@ -214,15 +218,12 @@ impl ChildProc {
     /// # Errors
     /// If it sends something else, or exits first.
     pub fn report(&mut self) -> Result<Report> {
-        let w = self.control(recv_words::<7>)?;
+        let w = self.control(recv_words::<8>)?;
         Report::from_words(w)
     }
 
     /// A control read with a timeout; an error names the child's exit status if it died.
-    fn control<R>(
-        &mut self,
-        f: impl FnOnce(&mut UnixStream) -> std::io::Result<R>,
-    ) -> Result<R> {
+    fn control<R>(&mut self, f: impl FnOnce(&mut UnixStream) -> std::io::Result<R>) -> Result<R> {
         self.sock.set_read_timeout(Some(CONTROL_TIMEOUT))?;
         let r = f(&mut self.sock);
         self.sock.set_read_timeout(None)?;

@@ -18,6 +18,10 @@ pub struct Throughput {
     pub producer_secs: f64,
     /// Records the reader was told it missed (lagging readers).
     pub lost: u64,
+    /// CPU time of the producer while it sent, in nanoseconds.
+    pub producer_cpu_ns: u64,
+    /// CPU time of the reader from ready to end of stream, in nanoseconds.
+    pub reader_cpu_ns: u64,
 }
 
 impl Throughput {
@@ -29,6 +33,16 @@ impl Throughput {
     /// Payload gigabytes (1e9) delivered per second.
     pub fn gb_per_s(&self) -> f64 {
         self.records_per_s() * self.payload as f64 / 1e9
+    }
+
+    /// Producer CPU nanoseconds per record sent.
+    pub fn producer_cpu_per_record(&self) -> f64 {
+        self.producer_cpu_ns as f64 / self.produced.max(1) as f64
+    }
+
+    /// Reader CPU nanoseconds per record received.
+    pub fn reader_cpu_per_record(&self) -> f64 {
+        self.reader_cpu_ns as f64 / self.records.max(1) as f64
     }
 
     /// Records the producer sent per second.

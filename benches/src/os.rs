@@ -47,6 +47,12 @@ pub fn mono_ns() -> u64 {
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
+/// CPU time of the calling thread so far (CLOCK_THREAD_CPUTIME_ID), in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread CPU clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
 /// Voluntary context switches of this process so far (`getrusage(RUSAGE_SELF).ru_nvcsw`).
 ///
 /// # Errors

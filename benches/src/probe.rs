@@ -68,8 +68,11 @@ pub fn cache_line_rtt(cores: Cores, samples: usize, per_sample: u64) -> Result<S
             pinned?;
             Ok(out)
         });
-        let out = ping.join().map_err(|_| anyhow!("probe thread panicked"))??;
-        echo.join().map_err(|_| anyhow!("probe thread panicked"))??;
+        let out = ping
+            .join()
+            .map_err(|_| anyhow!("probe thread panicked"))??;
+        echo.join()
+            .map_err(|_| anyhow!("probe thread panicked"))??;
         Spread::of(&out).ok_or_else(|| anyhow!("no probe samples"))
     })
 }

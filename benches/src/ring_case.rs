@@ -15,7 +15,7 @@ use firehose_transport::ring::{
 use crate::cases::{Ctx, ReaderMode};
 use crate::child::{send_ready, send_report, ChildArgs, ChildProc, Report, Role};
 use crate::measure::{Idle, Throughput};
-use crate::os::{mono_ns, proc_voluntary_switches, voluntary_switches};
+use crate::os::{mono_ns, proc_voluntary_switches, thread_cpu_ns, voluntary_switches};
 use crate::payload::{BenchRecord, Checker, Pool, Tally};
 use crate::stats::{latency_histogram, Percentiles};
 
@@ -98,6 +98,7 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
     child.expect_ready()?;
 
     let mut sent = Tally::default();
+    let cpu0 = thread_cpu_ns();
     let start = mono_ns();
     let t0 = Instant::now();
     let mut i = 0u64;
@@ -110,6 +111,7 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
     }
     commit(&mut p)?;
     let producer_end = mono_ns();
+    let producer_cpu_ns = thread_cpu_ns() - cpu0;
     p.close();
     let got = ended_after(child.report()?, start)?;
     child.finish()?;
@@ -139,6 +141,8 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
         produced: sent.count,
         producer_secs: (producer_end - start) as f64 / 1e9,
         lost: got.tally.lost,
+        producer_cpu_ns,
+        reader_cpu_ns: got.cpu_ns,
     })
 }
 
@@ -164,6 +168,7 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     r.set_spin(args.spin);
     let mut chk = Checker::new(args.payload)?;
     send_ready(&mut sock)?;
+    let cpu0 = thread_cpu_ns();
     loop {
         let batch = match r.recv(RECV_MAX) {
             Ok(b) => b,
@@ -179,6 +184,7 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
             tally: chk.tally,
             end_ns,
             nvcsw: 0,
+            cpu_ns: thread_cpu_ns() - cpu0,
         },
     )
 }
@@ -279,6 +285,7 @@ pub fn echo_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
             tally: chk.tally,
             end_ns: mono_ns(),
             nvcsw: 0,
+            cpu_ns: 0,
         },
     )
 }
@@ -337,6 +344,7 @@ pub fn idle_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
             tally: Tally::default(),
             end_ns: mono_ns(),
             nvcsw,
+            cpu_ns: 0,
         },
     )
 }

@@ -16,7 +16,7 @@ use rkyv::util::AlignedVec;
 use crate::cases::{Ctx, ReaderMode};
 use crate::child::{send_ready, send_report, ChildArgs, ChildProc, Report, Role};
 use crate::measure::Throughput;
-use crate::os::mono_ns;
+use crate::os::{mono_ns, thread_cpu_ns};
 use crate::payload::{access_index, Checker, Pool, Tally};
 use crate::ring_case::ended_after;
 use crate::stats::{latency_histogram, Percentiles};
@@ -140,6 +140,7 @@ pub fn throughput(payload: usize, ctx: &Ctx) -> Result<Throughput> {
     let mut child = ChildProc::spawn(Role::UdsReader, payload, 0, ctx.cores.reader)?;
     child.expect_ready()?;
     let mut sent = Tally::default();
+    let cpu0 = thread_cpu_ns();
     let start = mono_ns();
     let t0 = Instant::now();
     {
@@ -156,6 +157,7 @@ pub fn throughput(payload: usize, ctx: &Ctx) -> Result<Throughput> {
     }
     child.sock.shutdown(Shutdown::Write)?;
     let producer_end = mono_ns();
+    let producer_cpu_ns = thread_cpu_ns() - cpu0;
     let got = ended_after(child.report()?, start)?;
     child.finish()?;
     ensure!(
@@ -171,6 +173,8 @@ pub fn throughput(payload: usize, ctx: &Ctx) -> Result<Throughput> {
         produced: sent.count,
         producer_secs: (producer_end - start) as f64 / 1e9,
         lost: 0,
+        producer_cpu_ns,
+        reader_cpu_ns: got.cpu_ns,
     })
 }
 
@@ -182,6 +186,7 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     let mut fr = FrameReader::new(args.payload);
     let mut chk = Checker::new(args.payload)?;
     send_ready(&mut sock)?;
+    let cpu0 = thread_cpu_ns();
     loop {
         while let Some((seq, bytes)) = fr.next_frame()? {
             chk.record(seq, access_index(bytes)?, bytes)?;
@@ -198,6 +203,7 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
             tally: chk.tally,
             end_ns,
             nvcsw: 0,
+            cpu_ns: thread_cpu_ns() - cpu0,
         },
     )
 }
@@ -342,6 +348,7 @@ pub fn echo_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
             tally: chk.tally,
             end_ns: mono_ns(),
             nvcsw: 0,
+            cpu_ns: 0,
         },
     )
 }

@@ -6,11 +6,11 @@
 //! `firehose-test-child idle`: receives a reader handoff and sleeps in `recv` until the ring
 //! closes or the producer goes away; prints `gone=<error>`.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use firehose_tests::{payload, record_hash, ReaderReport, CHILD_SOCK_FD};
+use firehose_tests::{payload, record_hash, ReaderReport};
 use firehose_transport::handoff::{recv_reader, recv_segment};
 use firehose_transport::ring::{Event, ReadError, Reader};
 
@@ -23,9 +23,8 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // SAFETY: the parent put our end of a socketpair at this fd number (spawn_child) and
-    // nothing else in this process owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(CHILD_SOCK_FD) };
+    let sock = firehose_transport::handoff::inherited_socket()
+        .context("no handoff socket: run me from the tests")?;
     let fds = recv_reader(sock.as_fd()).context("receiving the reader handoff")?;
     let mut r: Reader<Vec<u8>> = Reader::open(fds).context("opening the ring")?;
     match args.first().map(String::as_str) {
@@ -100,7 +99,7 @@ fn read_all(r: &mut Reader<Vec<u8>>, sock: OwnedFd, slow: bool) -> anyhow::Resul
             }
         }
         calls += 1;
-        if slow && calls % 8 == 0 {
+        if slow && calls.is_multiple_of(8) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }

@@ -1,7 +1,6 @@
 //! Helpers shared by the cross-process tests and their child program: deterministic
 //! payloads, checksums, and spawning a child with one end of a socketpair.
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 
@@ -23,32 +22,14 @@ pub fn record_hash(seq: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// The fd number a child finds its socket at.
-pub const CHILD_SOCK_FD: i32 = 3;
-
-/// Spawns `firehose-test-child` with `args`, its end of a new socketpair at fd 3. Returns the
-/// child and our end.
+/// Spawns `firehose-test-child` with `args` and a handoff socket. Returns the child and
+/// our end.
 pub fn spawn_child(exe: &str, args: &[&str]) -> std::io::Result<(Child, UnixStream)> {
-    let (ours, theirs) = UnixStream::pair()?;
-    let theirs: OwnedFd = theirs.into();
-    let raw = theirs.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    // SAFETY: the closure runs in the forked child before exec and only calls dup2, which
-    // is async-signal-safe; `raw` stays open in the parent until spawn returns.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            if libc::dup2(raw, CHILD_SOCK_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    drop(theirs);
-    Ok((child, ours))
+    firehose_transport::handoff::spawn_with_socket(&mut cmd)
 }
 
 /// What a reader child reports on its last stdout line.

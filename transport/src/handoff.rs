@@ -107,3 +107,71 @@ pub fn recv_segment(sock: BorrowedFd<'_>) -> io::Result<Segment> {
     Segment::open(fds.pop().expect("one fd"))
         .map_err(|e: SegmentError| io::Error::new(io::ErrorKind::InvalidData, e))
 }
+
+/// The environment variable that tells a child which fd its handoff socket is.
+pub const HANDOFF_FD_ENV: &str = "FIREHOSE_HANDOFF_FD";
+
+/// The fd number a child spawned by [`spawn_with_socket`] finds its socket at.
+pub const HANDOFF_FD: i32 = 3;
+
+/// Spawns `cmd` with one end of a new socketpair at fd [`HANDOFF_FD`] (and
+/// [`HANDOFF_FD_ENV`] set), returning the child and the other end. Until the control socket
+/// exists, this is how a producer hands rings to reader processes it starts itself.
+///
+/// # Errors
+/// The OS error of `socketpair`, `dup2` or the spawn.
+pub fn spawn_with_socket(
+    cmd: &mut std::process::Command,
+) -> io::Result<(std::process::Child, std::os::unix::net::UnixStream)> {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let theirs: OwnedFd = theirs.into();
+    let raw = theirs.as_raw_fd();
+    cmd.env(HANDOFF_FD_ENV, HANDOFF_FD.to_string());
+    // Runs in the forked child before exec: only async-signal-safe calls (fcntl, dup2).
+    let hook = move || -> io::Result<()> {
+        let r = if raw == HANDOFF_FD {
+            // The socketpair's fds are close-on-exec; keep this one across exec.
+            // SAFETY: F_SETFD on an fd that is open in the child (inherited from the parent).
+            unsafe { libc::fcntl(raw, libc::F_SETFD, 0) }
+        } else {
+            // SAFETY: dup2 of an fd open in the child; the copy does not have close-on-exec.
+            unsafe { libc::dup2(raw, HANDOFF_FD) }
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe calls and touches no memory shared with
+    // the parent; `raw` stays open in the parent until spawn returns.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(cmd, hook) };
+    let child = cmd.spawn()?;
+    drop(theirs);
+    Ok((child, ours))
+}
+
+/// Takes the handoff socket a parent passed with [`spawn_with_socket`]. Returns `None` if
+/// this process was not started that way, or if it was taken already.
+pub fn inherited_socket() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let fd: i32 = std::env::var(HANDOFF_FD_ENV).ok()?.parse().ok()?;
+    // Relaxed: only the swap's atomicity matters (at most one owner).
+    if fd < 0 || TAKEN.swap(true, Ordering::Relaxed) {
+        return None;
+    }
+    // The fd must be open and a socket before we claim it.
+    let st = nix::sys::stat::fstat(
+        // SAFETY: borrowing the fd only for the duration of the fstat call.
+        unsafe { BorrowedFd::borrow_raw(fd) },
+    )
+    .ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: the parent put our end of a socketpair at this fd (the environment says so and
+    // it is a socket); TAKEN makes sure only one OwnedFd is ever made from it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

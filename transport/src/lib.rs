@@ -20,6 +20,8 @@
 //! Linux only: the OS-specific pieces (memfd seals, the wake pipe) sit in one private module.
 
 #![cfg_attr(not(test), warn(missing_docs))]
+// Under loom only heap segments exist: the memfd paths are compiled out.
+#![cfg_attr(firehose_loom, allow(dead_code, irrefutable_let_patterns))]
 
 #[cfg(not(firehose_loom))]
 pub mod fdpass;

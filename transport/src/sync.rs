@@ -62,7 +62,7 @@ pub(crate) fn fence(site: Site, o: Ordering) {
 
 /// Switching one protocol site off, to show that a loom model fails without it.
 #[cfg(firehose_loom)]
-pub mod loom_mutant {
+pub(crate) mod loom_mutant {
     use super::Site;
     // A plain std atomic: this is test configuration, not part of the modelled protocol.
     static DISABLED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);

@@ -150,9 +150,7 @@ fn sleep_model() {
             p.commit().unwrap();
             p
         });
-        let b = r.recv(1).unwrap();
-        assert_eq!(b.len(), 1);
-        drop(b);
+        assert_eq!(r.recv(1).unwrap().len(), 1);
         drop(t.join().unwrap());
     });
 }

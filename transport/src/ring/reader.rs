@@ -772,15 +772,22 @@ fn copy_words(data: &[AtomicU64], pos: u64, cap: u64, buf: &mut [Block], n: usiz
     let start = ((pos % cap) / 8) as usize;
     let words = n / 8;
     let first = words.min(data.len() - start);
-    let mut k = 0usize;
-    for src in data[start..start + first]
-        .iter()
-        .chain(&data[..words - first])
-    {
-        // Relaxed: the copy is checked against the reserve cursor after fence(Acquire).
-        buf[k / 2].0[k % 2] = src.load(Ordering::Relaxed);
-        k += 1;
+    let dst = blocks_as_words(buf);
+    // Relaxed: the copy is checked against the reserve cursor after fence(Acquire).
+    for (d, s) in dst[..first].iter_mut().zip(&data[start..start + first]) {
+        *d = s.load(Ordering::Relaxed);
     }
+    for (d, s) in dst[first..words].iter_mut().zip(&data[..words - first]) {
+        *d = s.load(Ordering::Relaxed);
+    }
+}
+
+/// Views the copy buffer as words.
+fn blocks_as_words(b: &mut [Block]) -> &mut [u64] {
+    // SAFETY: Block is `repr(C)` over `[u64; 2]` with no padding (size 16, align 16), so `b`
+    // is exactly `2 * b.len()` initialised, aligned u64s, borrowed mutably for the result's
+    // lifetime.
+    unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<u64>(), b.len() * 2) }
 }
 
 /// The events one receive call handed out. Borrows the reader: frames stay valid (and, for
@@ -858,7 +865,7 @@ impl<'a, T: Archive> Iterator for BatchIter<'a, T> {
                 // `&mut Reader`, which the batch borrows; a lossless reader's frames are not
                 // overwritten until released, which also needs `&mut Reader`.
                 let bytes = unsafe {
-                    std::slice::from_raw_parts(self.base.add(e.a as usize), e.b as usize)
+                    std::slice::from_raw_parts(self.base.wrapping_add(e.a as usize), e.b as usize)
                 };
                 Event::Record(RecordRef {
                     seq: e.seq,

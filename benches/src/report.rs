@@ -1,0 +1,586 @@
+//! The Markdown tables, the target checks and the JSON file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::cases::{Case, Kind, ReaderMode, Transport};
+use crate::measure::{Idle, Sample, Throughput};
+use crate::stats::{Percentiles, Spread};
+
+/// Everything one session measured.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// The cache-line round trip before the cases, ns.
+    pub probe_before: Spread,
+    /// The cache-line round trip after the cases, ns.
+    pub probe_after: Spread,
+    /// Each case's runs.
+    pub cases: BTreeMap<Case, Vec<Sample>>,
+}
+
+/// One line for a progress report.
+pub fn brief(s: &Sample) -> String {
+    match s {
+        Sample::Throughput(t) => {
+            let mut line = format!(
+                "{} rec/s, {:.2} GB/s, CPU/record {:.1} ns producer, {:.1} ns reader",
+                si(t.records_per_s()),
+                t.gb_per_s(),
+                t.producer_cpu_per_record(),
+                t.reader_cpu_per_record()
+            );
+            if t.lost > 0 {
+                let _ = write!(
+                    line,
+                    " (produced {} rec/s, {:.1}% missed)",
+                    si(t.produced_per_s()),
+                    lost_pct(t)
+                );
+            }
+            line
+        }
+        Sample::RoundTrip(p) => format!(
+            "p50 {} p99 {} p99.9 {} max {} ({} round trips)",
+            ns(p.p50 as f64),
+            ns(p.p99 as f64),
+            ns(p.p999 as f64),
+            ns(p.max as f64),
+            p.samples
+        ),
+        Sample::Idle(i) => format!(
+            "producer {} / reader {} voluntary switches, reader {} in the window",
+            i.producer_nvcsw, i.reader_nvcsw, i.reader_window_nvcsw
+        ),
+    }
+}
+
+fn lost_pct(t: &Throughput) -> f64 {
+    100.0 * t.lost as f64 / t.produced.max(1) as f64
+}
+
+/// `12.3 M`, `870 k`: three significant digits.
+pub fn si(v: f64) -> String {
+    let (x, unit) = if v >= 1e9 {
+        (v / 1e9, " G")
+    } else if v >= 1e6 {
+        (v / 1e6, " M")
+    } else if v >= 1e3 {
+        (v / 1e3, " k")
+    } else {
+        (v, " ")
+    };
+    let digits = if x >= 100.0 {
+        0
+    } else if x >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{x:.digits$}{unit}")
+}
+
+/// Nanoseconds as `850 ns` or `12.3 µs`.
+pub fn ns(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} ms", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.2} µs", v / 1e3)
+    } else {
+        format!("{v:.0} ns")
+    }
+}
+
+fn throughputs(samples: &[Sample]) -> Vec<Throughput> {
+    samples
+        .iter()
+        .filter_map(|s| match s {
+            Sample::Throughput(t) => Some(*t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn percentiles(samples: &[Sample]) -> Vec<Percentiles> {
+    samples
+        .iter()
+        .filter_map(|s| match s {
+            Sample::RoundTrip(p) => Some(*p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn idles(samples: &[Sample]) -> Vec<Idle> {
+    samples
+        .iter()
+        .filter_map(|s| match s {
+            Sample::Idle(i) => Some(*i),
+            _ => None,
+        })
+        .collect()
+}
+
+fn spread(v: impl IntoIterator<Item = f64>) -> Spread {
+    Spread::of(&v.into_iter().collect::<Vec<_>>()).unwrap_or(Spread {
+        median: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
+        runs: 0,
+    })
+}
+
+/// The summary of one case that tables, targets and JSON read.
+#[derive(Debug, Clone, Copy)]
+enum Summary {
+    Throughput {
+        records: Spread,
+        gb: Spread,
+        produced: Spread,
+        lost_pct: Spread,
+        producer_cpu: Spread,
+        reader_cpu: Spread,
+    },
+    RoundTrip {
+        p50: Spread,
+        p99: Spread,
+        p999: Spread,
+        max: Spread,
+        samples: Spread,
+    },
+    Idle(Idle),
+}
+
+fn summarize(samples: &[Sample]) -> Option<Summary> {
+    match samples.first()? {
+        Sample::Throughput(_) => {
+            let t = throughputs(samples);
+            Some(Summary::Throughput {
+                records: spread(t.iter().map(Throughput::records_per_s)),
+                gb: spread(t.iter().map(Throughput::gb_per_s)),
+                produced: spread(t.iter().map(Throughput::produced_per_s)),
+                lost_pct: spread(t.iter().map(lost_pct)),
+                producer_cpu: spread(t.iter().map(Throughput::producer_cpu_per_record)),
+                reader_cpu: spread(t.iter().map(Throughput::reader_cpu_per_record)),
+            })
+        }
+        Sample::RoundTrip(_) => {
+            let p = percentiles(samples);
+            Some(Summary::RoundTrip {
+                p50: spread(p.iter().map(|p| p.p50 as f64)),
+                p99: spread(p.iter().map(|p| p.p99 as f64)),
+                p999: spread(p.iter().map(|p| p.p999 as f64)),
+                max: spread(p.iter().map(|p| p.max as f64)),
+                samples: spread(p.iter().map(|p| p.samples as f64)),
+            })
+        }
+        Sample::Idle(_) => idles(samples)
+            .into_iter()
+            .max_by_key(|i| i.reader_window_nvcsw + i.producer_nvcsw + i.reader_nvcsw)
+            .map(Summary::Idle),
+    }
+}
+
+/// The headline number of a case (records/s, or p50 ns), for ratios.
+fn headline(s: &Summary) -> Option<Spread> {
+    match s {
+        Summary::Throughput { records, .. } => Some(*records),
+        Summary::RoundTrip { p50, .. } => Some(*p50),
+        Summary::Idle(_) => None,
+    }
+}
+
+fn cell(s: Spread, f: impl Fn(f64) -> String) -> String {
+    if s.runs > 1 {
+        format!("{} ({}–{})", f(s.median), f(s.min), f(s.max))
+    } else {
+        f(s.median)
+    }
+}
+
+impl Results {
+    fn summaries(&self) -> BTreeMap<Case, Summary> {
+        self.cases
+            .iter()
+            .filter_map(|(c, s)| Some((*c, summarize(s)?)))
+            .collect()
+    }
+
+    /// The ratio of a case's headline to its baseline's, oriented so that > 1 means the
+    /// case is better (more records/s, or a shorter round trip).
+    fn ratio(&self, sums: &BTreeMap<Case, Summary>, case: &Case) -> Option<f64> {
+        let base = headline(sums.get(&case.baseline()?)?)?.median;
+        let this = headline(sums.get(case)?)?.median;
+        Some(match case.kind {
+            Kind::RoundTrip { .. } => base / this,
+            _ => this / base,
+        })
+    }
+
+    /// The report: probe, tables, targets. Medians of the runs, (min–max) beside them.
+    pub fn markdown(&self) -> String {
+        let sums = self.summaries();
+        let mut m = String::new();
+        let _ = writeln!(
+            m,
+            "Cache-line round trip (cores {}): {} before the cases, {} after \
+             (median of {} samples, min–max {}–{} / {}–{}).\n",
+            "0↔1",
+            ns(self.probe_before.median),
+            ns(self.probe_after.median),
+            self.probe_before.runs,
+            ns(self.probe_before.min),
+            ns(self.probe_before.max),
+            ns(self.probe_after.min),
+            ns(self.probe_after.max),
+        );
+
+        let tput: Vec<_> = sums
+            .iter()
+            .filter(|(c, _)| matches!(c.kind, Kind::Throughput { .. }))
+            .collect();
+        if !tput.is_empty() {
+            m.push_str(
+                "### Throughput (one reader; validated and checksummed; median (min–max))\n\n\
+                 | payload | transport | records/s | GB/s | vs uds | CPU ns/record (producer / reader) | note |\n\
+                 | ---: | --- | ---: | ---: | ---: | ---: | --- |\n",
+            );
+            for (c, s) in &tput {
+                let Kind::Throughput { payload } = c.kind else {
+                    continue;
+                };
+                let Summary::Throughput {
+                    records,
+                    gb,
+                    produced,
+                    lost_pct,
+                    producer_cpu,
+                    reader_cpu,
+                } = s
+                else {
+                    continue;
+                };
+                let ratio = self
+                    .ratio(&sums, c)
+                    .map_or("—".into(), |r| format!("{r:.2}x"));
+                let note = if c.transport == Transport::RingLagging {
+                    format!(
+                        "producer {} rec/s; {:.1}% missed (reported as lagged)",
+                        si(produced.median),
+                        lost_pct.median
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    m,
+                    "| {payload} B | {} | {} | {} | {ratio} | {:.1} / {:.1} | {note} |",
+                    c.transport.name(),
+                    cell(*records, si),
+                    cell(*gb, |v| format!("{v:.2}")),
+                    producer_cpu.median,
+                    reader_cpu.median,
+                );
+            }
+            m.push('\n');
+        }
+
+        let rtt: Vec<_> = sums
+            .iter()
+            .filter(|(c, _)| matches!(c.kind, Kind::RoundTrip { .. }))
+            .collect();
+        if !rtt.is_empty() {
+            m.push_str(
+                "### Round trips (two processes, one record in flight; median of runs)\n\n\
+                 | payload | transport | readers | p50 (min–max) | p99 | p99.9 | max | uds p50 / this p50 | round trips |\n\
+                 | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            );
+            for (c, s) in &rtt {
+                let Kind::RoundTrip { payload, mode } = c.kind else {
+                    continue;
+                };
+                let Summary::RoundTrip {
+                    p50,
+                    p99,
+                    p999,
+                    max,
+                    samples,
+                } = s
+                else {
+                    continue;
+                };
+                let ratio = self
+                    .ratio(&sums, c)
+                    .map_or("—".into(), |r| format!("{r:.2}x"));
+                let readers = match (c.transport, mode) {
+                    (Transport::Uds, ReaderMode::Spin) => "spin (non-blocking reads)",
+                    (Transport::Uds, ReaderMode::Sleep) => "sleep (blocking reads)",
+                    (_, ReaderMode::Spin) => "spin (large budget)",
+                    (_, ReaderMode::Sleep) => "sleep (spin 0, wake pipe)",
+                };
+                let _ = writeln!(
+                    m,
+                    "| {payload} B | {} | {readers} | {} | {} | {} | {} | {ratio} | {} |",
+                    c.transport.name(),
+                    cell(*p50, ns),
+                    ns(p99.median),
+                    ns(p999.median),
+                    ns(max.median),
+                    si(samples.median),
+                );
+            }
+            m.push('\n');
+        }
+
+        for (c, s) in &sums {
+            let Summary::Idle(i) = s else { continue };
+            let _ = writeln!(
+                m,
+                "### Idle ({} for {:.1} s, reader asleep on its wake pipe)\n\n\
+                 | process | voluntary context switches | of which its own one sleep | wakeups |\n\
+                 | --- | ---: | ---: | ---: |\n\
+                 | producer (getrusage, over the idle window) | {} | 1 | {} |\n\
+                 | reader (getrusage, over its whole wait) | {} | 1 | {} |\n\
+                 | reader (/proc, over the idle window) | {} | 0 | {} |\n",
+                c.transport.name(),
+                i.secs,
+                i.producer_nvcsw,
+                i.producer_nvcsw.saturating_sub(1),
+                i.reader_nvcsw,
+                i.reader_nvcsw.saturating_sub(1),
+                i.reader_window_nvcsw,
+                i.reader_window_nvcsw,
+            );
+        }
+
+        let targets = self.targets(&sums);
+        if !targets.is_empty() {
+            m.push_str("### Targets\n\n| target | measured | met |\n| --- | --- | --- |\n");
+            for (what, measured, met) in targets {
+                let _ = writeln!(
+                    m,
+                    "| {what} | {measured} | {} |",
+                    if met { "yes" } else { "**no**" }
+                );
+            }
+        }
+        m
+    }
+
+    fn targets(&self, sums: &BTreeMap<Case, Summary>) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        let ring = |kind| Case {
+            kind,
+            transport: Transport::RingLossless,
+        };
+        let tput_ratio = |payload, gb: bool| -> Option<f64> {
+            let get = |c: &Case| match sums.get(c)? {
+                Summary::Throughput { records, gb: g, .. } => {
+                    Some(if gb { g.median } else { records.median })
+                }
+                _ => None,
+            };
+            let c = ring(Kind::Throughput { payload });
+            Some(get(&c)? / get(&c.baseline()?)?)
+        };
+        if let Some(r) = tput_ratio(64, false) {
+            out.push((
+                "lossless 64 B records/s ≥ 1.5x uds (goal 2x)".into(),
+                format!("{r:.2}x"),
+                r >= 1.5,
+            ));
+        }
+        if let Some(r) = tput_ratio(1024, true) {
+            out.push((
+                "lossless 1 KiB GB/s ≥ 1.5x uds".into(),
+                format!("{r:.2}x"),
+                r >= 1.5,
+            ));
+        }
+        for (mode, what, limit) in [
+            (
+                ReaderMode::Spin,
+                "spinning round trip p50 ≤ 1/4 of spinning uds",
+                4.0,
+            ),
+            (
+                ReaderMode::Sleep,
+                "spin-0 ring round trip p50 ≤ blocking uds",
+                1.0,
+            ),
+        ] {
+            let c = ring(Kind::RoundTrip {
+                payload: crate::cases::ROUND_TRIP_PAYLOAD,
+                mode,
+            });
+            if let Some(r) = self.ratio(sums, &c) {
+                out.push((what.into(), format!("uds/ring = {r:.2}x"), r >= limit));
+            }
+        }
+        if let Some(Summary::Idle(i)) = sums.get(&ring(Kind::Idle)) {
+            let wakeups = i.producer_nvcsw.saturating_sub(1)
+                + i.reader_nvcsw.saturating_sub(1)
+                + i.reader_window_nvcsw;
+            out.push((
+                "idle: zero wakeups".into(),
+                format!("{wakeups} wakeups in {:.0} s", i.secs),
+                wakeups == 0,
+            ));
+        }
+        out
+    }
+
+    /// The JSON document `--json` writes.
+    pub fn json(&self) -> serde_json::Value {
+        let sums = self.summaries();
+        let cases: Vec<CaseJson> = sums
+            .iter()
+            .map(|(c, s)| CaseJson::new(c, s, self.ratio(&sums, c)))
+            .collect();
+        serde_json::json!({
+            "cache_line_rtt_ns": self.probe_before.median,
+            "cache_line_rtt_ns_after": self.probe_after.median,
+            "cache_line_rtt": { "before": self.probe_before, "after": self.probe_after },
+            "cases": cases,
+        })
+    }
+}
+
+/// One case in the JSON file. `min` and `max` are of the headline (`metric`) over the runs.
+#[derive(Debug, Serialize)]
+struct CaseJson {
+    transport: &'static str,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<usize>,
+    readers: u32,
+    reader_mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    produced_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer_cpu_ns_per_record: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reader_cpu_ns_per_record: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_ns: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_ns: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p999_ns: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ns: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer_nvcsw: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reader_nvcsw: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reader_window_nvcsw: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metric: Option<&'static str>,
+    runs: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_baseline: Option<f64>,
+}
+
+impl CaseJson {
+    fn new(c: &Case, s: &Summary, ratio: Option<f64>) -> Self {
+        let mut j = CaseJson {
+            transport: c.transport.name(),
+            kind: "",
+            payload: None,
+            readers: 1,
+            reader_mode: "sleep",
+            records_per_s: None,
+            gb_per_s: None,
+            produced_per_s: None,
+            lost_percent: None,
+            producer_cpu_ns_per_record: None,
+            reader_cpu_ns_per_record: None,
+            p50_ns: None,
+            p99_ns: None,
+            p999_ns: None,
+            max_ns: None,
+            idle_s: None,
+            producer_nvcsw: None,
+            reader_nvcsw: None,
+            reader_window_nvcsw: None,
+            metric: None,
+            runs: 1,
+            min: None,
+            max: None,
+            vs_baseline: ratio,
+        };
+        match (c.kind, s) {
+            (
+                Kind::Throughput { payload },
+                Summary::Throughput {
+                    records,
+                    gb,
+                    produced,
+                    lost_pct,
+                    producer_cpu,
+                    reader_cpu,
+                },
+            ) => {
+                j.producer_cpu_ns_per_record = Some(producer_cpu.median);
+                j.reader_cpu_ns_per_record = Some(reader_cpu.median);
+                j.kind = "throughput";
+                j.payload = Some(payload);
+                j.records_per_s = Some(records.median);
+                j.gb_per_s = Some(gb.median);
+                if c.transport == Transport::RingLagging {
+                    j.produced_per_s = Some(produced.median);
+                    j.lost_percent = Some(lost_pct.median);
+                }
+                j.metric = Some("records_per_s");
+                j.runs = records.runs;
+                j.min = Some(records.min);
+                j.max = Some(records.max);
+            }
+            (
+                Kind::RoundTrip { payload, mode },
+                Summary::RoundTrip {
+                    p50,
+                    p99,
+                    p999,
+                    max,
+                    ..
+                },
+            ) => {
+                j.kind = "round_trip";
+                j.payload = Some(payload);
+                j.reader_mode = mode.name();
+                j.p50_ns = Some(p50.median);
+                j.p99_ns = Some(p99.median);
+                j.p999_ns = Some(p999.median);
+                j.max_ns = Some(max.median);
+                j.metric = Some("p50_ns");
+                j.runs = p50.runs;
+                j.min = Some(p50.min);
+                j.max = Some(p50.max);
+            }
+            (_, Summary::Idle(i)) => {
+                j.kind = "idle";
+                j.idle_s = Some(i.secs);
+                j.producer_nvcsw = Some(i.producer_nvcsw);
+                j.reader_nvcsw = Some(i.reader_nvcsw);
+                j.reader_window_nvcsw = Some(i.reader_window_nvcsw);
+            }
+            _ => {}
+        }
+        j
+    }
+}

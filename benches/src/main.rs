@@ -80,6 +80,7 @@ fn main() -> Result<()> {
         began.elapsed().as_secs_f64()
     );
     let results = Results {
+        cores,
         probe_before,
         probe_after,
         cases,

@@ -90,7 +90,7 @@ impl Pool {
     /// another size.
     pub fn new(size: usize) -> Result<Self> {
         ensure!(
-            size >= MIN_PAYLOAD && size % 8 == 0,
+            size >= MIN_PAYLOAD && size.is_multiple_of(8),
             "payload size {size} must be a multiple of 8 and at least {MIN_PAYLOAD}"
         );
         let mut archives = Vec::with_capacity(POOL_LEN as usize);

@@ -7,11 +7,14 @@ use serde::Serialize;
 
 use crate::cases::{Case, Kind, ReaderMode, Transport};
 use crate::measure::{Idle, Sample, Throughput};
+use crate::os::Cores;
 use crate::stats::{Percentiles, Spread};
 
 /// Everything one session measured.
 #[derive(Debug, Clone)]
 pub struct Results {
+    /// The cores the two sides ran on.
+    pub cores: Cores,
     /// The cache-line round trip before the cases, ns.
     pub probe_before: Spread,
     /// The cache-line round trip after the cases, ns.
@@ -224,9 +227,10 @@ impl Results {
         let mut m = String::new();
         let _ = writeln!(
             m,
-            "Cache-line round trip (cores {}): {} before the cases, {} after \
+            "Cache-line round trip (cores {}↔{}): {} before the cases, {} after \
              (median of {} samples, min–max {}–{} / {}–{}).\n",
-            "0↔1",
+            self.cores.producer,
+            self.cores.reader,
             ns(self.probe_before.median),
             ns(self.probe_after.median),
             self.probe_before.runs,

@@ -24,6 +24,8 @@
 #![cfg_attr(firehose_loom, allow(dead_code, irrefutable_let_patterns))]
 
 #[cfg(not(firehose_loom))]
+pub mod control;
+#[cfg(not(firehose_loom))]
 pub mod fdpass;
 #[cfg(not(firehose_loom))]
 pub mod handoff;

@@ -18,17 +18,7 @@ pub const MAX_FDS: usize = 4;
 /// # Errors
 /// The OS error of `sendmsg`, or `WriteZero` if the message was cut short.
 pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    assert!(!bytes.is_empty() && fds.len() <= MAX_FDS);
-    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let cmsg = [ControlMessage::ScmRights(&raw)];
-    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-    let iov = [IoSlice::new(bytes)];
-    let n = loop {
-        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            r => break r?,
-        }
-    };
+    let n = send_some_with_fds(sock, bytes, fds)?;
     if n != bytes.len() {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
@@ -36,6 +26,29 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>])
         ));
     }
     Ok(())
+}
+
+/// One `sendmsg` of `bytes` with `fds` attached to its first byte; returns how many bytes
+/// went (on a non-blocking socket, maybe fewer than all: send the rest without fds).
+///
+/// # Errors
+/// The OS error of `sendmsg` (`WouldBlock` on a full non-blocking socket: nothing was sent).
+pub fn send_some_with_fds(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    assert!(!bytes.is_empty() && fds.len() <= MAX_FDS);
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    let iov = [IoSlice::new(bytes)];
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return Ok(r?),
+        }
+    }
 }
 
 /// Receives one message into `buf`, and the fds attached to it (close-on-exec). Returns the

@@ -626,6 +626,21 @@ impl<T: Archive> Producer<T> {
         })
     }
 
+    /// A reader's released position as the producer sees it (clamped to the current
+    /// segment), and its lag behind the write cursor in bytes. `None` for an unknown id.
+    pub fn reader_progress(&self, id: ReaderId) -> Option<(u64, u64)> {
+        let slot = self.readers.iter().find(|s| s.id == id)?;
+        // Acquire: as in `refresh_min_released`; this is only a report.
+        let raw = slot.cursor.page().released.0.load(Ordering::Acquire);
+        let r = raw.clamp(self.seg.base_pos(), self.w);
+        Some((r, self.w - r))
+    }
+
+    /// The policy of an attached reader.
+    pub fn reader_policy(&self, id: ReaderId) -> Option<Policy> {
+        self.readers.iter().find(|s| s.id == id).map(|s| s.policy)
+    }
+
     /// Forgets a reader that is gone (its process exited, or it disconnected): frees its
     /// slot and any backpressure it held, and closes its wake pipe.
     ///

@@ -337,10 +337,13 @@ impl<T: Archive> Reader<T> {
         self.spin = spins;
     }
 
-    /// Releases every frame handed out so far (lossless readers; a no-op for lagging ones).
-    /// Happens on its own at the start of every receive call.
+    /// Releases every frame handed out so far (for a lossless reader, this is what lets
+    /// the producer reuse their bytes). Happens on its own at the start of every receive
+    /// call.
     pub fn release(&mut self) {
-        if self.policy == Policy::Lossless && self.handed != self.walk.pos {
+        // A lagging reader stores its position too: the producer never waits for it, but
+        // reports its lag.
+        if self.handed != self.walk.pos {
             self.handed = self.walk.pos;
             self.store_released();
         }
@@ -743,6 +746,18 @@ impl<T: Archive> Reader<T> {
             return true;
         }
         false
+    }
+
+    /// Fills the next batch and returns how many events it has; [`Reader::current`] then
+    /// hands it out. (Two steps, so that glue code can loop on an empty batch.)
+    pub(crate) fn fill_ready(&mut self, max: usize) -> Result<usize, ReadError> {
+        self.fill(max)?;
+        Ok(self.walk.entries.len())
+    }
+
+    /// The batch the last [`fill_ready`](Self::fill_ready) made.
+    pub(crate) fn current(&mut self) -> Batch<'_, T> {
+        self.batch()
     }
 
     fn batch(&mut self) -> Batch<'_, T> {

@@ -1,0 +1,648 @@
+//! The blocking client: connects, checks who the service is, says hello, maps the ring it
+//! is handed, and reads it, following segment switches and collecting notices. It waits on
+//! its wake pipe and the socket together, so a service that dies wakes an idle reader at
+//! once (socket EOF), with no heartbeat.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rkyv::Archive;
+
+use super::conn::{ClientConn, ClientEvent, ProtocolError};
+use super::peer::{check_service, connect, ConnectError, PeerCred};
+use super::wire::{
+    ClientMsg, DisconnectReason, Hello, HistoryQuery, Notice, QueryEnd, StartAt, Status, Welcome,
+    PROTOCOL_VERSION,
+};
+use crate::record::FileEvent;
+use crate::ring::{Batch, Policy, ReadError, Reader, ReaderFds, ReaderId, Segment, SegmentError};
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Shown in the service's status.
+    pub name: String,
+    /// Lossless or lagging.
+    pub policy: Policy,
+    /// Where to start.
+    pub start: StartAt,
+    /// Uids besides our own and root that the service may run as.
+    pub trusted_uids: Vec<u32>,
+    /// How long to wait for the welcome.
+    pub timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            name: "firehose client".into(),
+            policy: Policy::Lagging,
+            start: StartAt::Now,
+            trusted_uids: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Connecting, or checking the service, failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The socket failed.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The service broke the protocol.
+    #[error("the service at {path} broke the protocol: {source}")]
+    Protocol {
+        /// The socket path.
+        path: PathBuf,
+        /// How.
+        source: ProtocolError,
+    },
+    /// The ring the service handed over could not be mapped.
+    #[error("the ring from {path} could not be mapped: {source}")]
+    Ring {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: SegmentError,
+    },
+    /// The connection is over.
+    #[error("disconnected from {path}: {reason}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
+    Disconnected {
+        /// The socket path.
+        path: PathBuf,
+        /// Why, as a typed value.
+        reason: DisconnectReason,
+        /// What the service said.
+        detail: String,
+    },
+    /// Reading the ring failed.
+    #[error("reading the ring from {path}: {source}")]
+    Read {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: ReadError,
+    },
+    /// No answer in time.
+    #[error("no answer from {path} within {timeout:?}")]
+    Timeout {
+        /// The socket path.
+        path: PathBuf,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+impl ClientError {
+    /// The disconnect reason, if this is a disconnect.
+    pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        match self {
+            ClientError::Disconnected { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+/// A connected reader.
+pub struct Client<T> {
+    path: PathBuf,
+    stream: UnixStream,
+    sm: ClientConn,
+    reader: Reader<T>,
+    welcome: Welcome,
+    service: PeerCred,
+    segments: VecDeque<Segment>,
+    notices: VecDeque<Notice>,
+    other: VecDeque<ClientEvent>,
+    disconnected: Option<(DisconnectReason, String)>,
+    /// Seq after the last event handed out.
+    next_seq: u64,
+}
+
+impl<T> std::fmt::Debug for Client<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("path", &self.path)
+            .field("welcome", &self.welcome)
+            .finish()
+    }
+}
+
+impl<T: Archive> Client<T> {
+    /// Connects to the service at `path`, checks that it runs as a trusted uid, says hello
+    /// and maps the ring it hands over.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] (not running, not allowed, untrusted service, path too
+    /// long), [`ClientError::Disconnected`] (refused: busy, not allowed, version mismatch),
+    /// [`ClientError::Timeout`], [`ClientError::Ring`].
+    pub fn connect(path: &Path, opts: &ConnectOptions) -> Result<Self, ClientError> {
+        let stream = connect(path)?;
+        let service = check_service(&stream, &opts.trusted_uids)?;
+        let io_err = |source| ClientError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut sm = ClientConn::new(Hello {
+            version: PROTOCOL_VERSION,
+            name: opts.name.clone(),
+            policy: opts.policy,
+            start: opts.start,
+        });
+        flush(&stream, &mut sm).map_err(io_err)?;
+        let deadline = Instant::now() + opts.timeout;
+        let mut early = VecDeque::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout {
+                    path: path.to_path_buf(),
+                    timeout: opts.timeout,
+                });
+            }
+            if !wait_readable(stream.as_fd(), left).map_err(io_err)? {
+                continue;
+            }
+            pump(&stream, &mut sm).map_err(|e| match e {
+                PumpError::Io(source) => ClientError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                PumpError::Protocol(source) => ClientError::Protocol {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
+            while let Some(ev) = sm.poll_event() {
+                match ev {
+                    ClientEvent::Welcome {
+                        welcome,
+                        ring,
+                        cursor,
+                        wake,
+                    } => {
+                        let fds = ReaderFds {
+                            id: ReaderId(welcome.reader_id),
+                            policy: welcome.policy,
+                            start_pos: welcome.start_pos,
+                            start_seq: welcome.start_seq,
+                            ring,
+                            cursor,
+                            wake,
+                        };
+                        let reader = Reader::open(fds).map_err(|source| ClientError::Ring {
+                            path: path.to_path_buf(),
+                            source,
+                        })?;
+                        let mut c = Client {
+                            path: path.to_path_buf(),
+                            stream,
+                            sm,
+                            reader,
+                            next_seq: welcome.start_seq,
+                            welcome,
+                            service,
+                            segments: VecDeque::new(),
+                            notices: VecDeque::new(),
+                            other: VecDeque::new(),
+                            disconnected: None,
+                        };
+                        c.stream.set_nonblocking(true).map_err(io_err)?;
+                        c.absorb_events();
+                        return Ok(c);
+                    }
+                    ClientEvent::Disconnected { reason, detail } => {
+                        return Err(ClientError::Disconnected {
+                            path: path.to_path_buf(),
+                            reason,
+                            detail,
+                        });
+                    }
+                    other => early.push_back(other),
+                }
+            }
+            if sm.is_closed() {
+                return Err(ClientError::Disconnected {
+                    path: path.to_path_buf(),
+                    reason: DisconnectReason::Gone,
+                    detail: "the service closed the connection before welcoming us".into(),
+                });
+            }
+        }
+    }
+
+    /// The service's welcome.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Who the service is (pid, uid, gid).
+    pub fn service(&self) -> PeerCred {
+        self.service
+    }
+
+    /// The seq after the last event handed out (where a reconnect resumes).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Takes the notices received so far.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        self.notices.drain(..).collect()
+    }
+
+    /// The reader, for its wake fd or spin budget.
+    pub fn reader_mut(&mut self) -> &mut Reader<T> {
+        &mut self.reader
+    }
+
+    /// The socket's fd, to poll beside the reader's wake fd.
+    pub fn socket_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    fn err_path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// Reads whatever the socket has (non-blocking) and sorts the events.
+    fn service_socket(&mut self) -> Result<(), ClientError> {
+        match pump(&self.stream, &mut self.sm) {
+            Ok(()) => {}
+            Err(PumpError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(PumpError::Io(source)) => {
+                return Err(ClientError::Io {
+                    path: self.err_path(),
+                    source,
+                })
+            }
+            Err(PumpError::Protocol(source)) => {
+                self.absorb_events();
+                return Err(ClientError::Protocol {
+                    path: self.err_path(),
+                    source,
+                });
+            }
+        }
+        self.absorb_events();
+        Ok(())
+    }
+
+    fn absorb_events(&mut self) {
+        while let Some(ev) = self.sm.poll_event() {
+            match ev {
+                ClientEvent::SegmentSwitch { ring, .. } => match Segment::open(ring) {
+                    Ok(seg) => self.segments.push_back(seg),
+                    Err(e) => {
+                        self.disconnected =
+                            Some((DisconnectReason::ProtocolError, format!("bad segment: {e}")));
+                    }
+                },
+                ClientEvent::Notice(n) => self.notices.push_back(n),
+                ClientEvent::Disconnected { reason, detail } => {
+                    if self.disconnected.is_none() {
+                        self.disconnected = Some((reason, detail));
+                    }
+                }
+                other => self.other.push_back(other),
+            }
+        }
+    }
+
+    fn disconnected_error(&self) -> ClientError {
+        let (reason, detail) = self
+            .disconnected
+            .clone()
+            .unwrap_or((DisconnectReason::Gone, String::new()));
+        ClientError::Disconnected {
+            path: self.err_path(),
+            reason,
+            detail,
+        }
+    }
+
+    /// Waits until events are ready and hands out up to `max`; follows segment switches.
+    /// After a disconnect, the frames still in the ring are handed out first; then the
+    /// disconnect is the error.
+    ///
+    /// # Errors
+    /// [`ClientError::Disconnected`] with the reason (too slow, shutting down, gone...),
+    /// [`ClientError::Read`].
+    pub fn recv(&mut self, max: usize) -> Result<Batch<'_, T>, ClientError> {
+        self.recv_deadline(max, None)
+    }
+
+    /// As [`recv`](Self::recv), returning an empty batch after `timeout`.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn recv_timeout(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Batch<'_, T>, ClientError> {
+        self.recv_deadline(max, Some(Instant::now() + timeout))
+    }
+
+    fn recv_deadline(
+        &mut self,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Batch<'_, T>, ClientError> {
+        loop {
+            self.service_socket()?;
+            match self.reader.fill_ready(max) {
+                Ok(0) => {}
+                Ok(_) => break,
+                Err(ReadError::SegmentEnded { next_epoch, .. }) => {
+                    while self
+                        .segments
+                        .front()
+                        .is_some_and(|s| s.epoch() < next_epoch)
+                    {
+                        self.segments.pop_front();
+                    }
+                    if let Some(seg) = self.segments.pop_front() {
+                        self.reader
+                            .follow(seg)
+                            .map_err(|source| ClientError::Read {
+                                path: self.err_path(),
+                                source,
+                            })?;
+                        continue;
+                    }
+                    if self.disconnected.is_some() {
+                        return Err(self.disconnected_error());
+                    }
+                    // The switch message is on its way: wait for the socket.
+                    self.wait(deadline, false)?;
+                    continue;
+                }
+                Err(ReadError::Closed) | Err(ReadError::ProducerGone) => {
+                    if self.disconnected.is_none() {
+                        self.disconnected = Some((DisconnectReason::ShuttingDown, String::new()));
+                    }
+                    return Err(self.disconnected_error());
+                }
+                Err(source) => {
+                    return Err(ClientError::Read {
+                        path: self.err_path(),
+                        source,
+                    })
+                }
+            }
+            if self.disconnected.is_some() {
+                return Err(self.disconnected_error());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            self.wait(deadline, true)?;
+        }
+        let batch = self.reader.current();
+        if let Some(last) = batch.iter().last() {
+            self.next_seq = match last {
+                crate::ring::Event::Record(r) => r.seq() + 1,
+                crate::ring::Event::Gap { to, .. } | crate::ring::Event::Lagged { to, .. } => {
+                    to + 1
+                }
+            };
+        }
+        Ok(batch)
+    }
+
+    /// Sleeps on the wake pipe (if `ring`) and the socket together.
+    fn wait(&mut self, deadline: Option<Instant>, ring: bool) -> Result<(), ClientError> {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let ms = d
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .clamp(1, i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let sleeping = ring && self.reader.prepare_wait();
+        if ring && !sleeping {
+            return Ok(());
+        }
+        let r = {
+            let mut fds = vec![PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            if sleeping {
+                if let Some(w) = self.reader.wake_fd() {
+                    fds.push(PollFd::new(w, PollFlags::POLLIN));
+                }
+            }
+            poll(&mut fds, timeout)
+        };
+        if sleeping {
+            self.reader.finish_wait();
+        }
+        match r {
+            Ok(_) | Err(Errno::EINTR) => Ok(()),
+            Err(e) => Err(ClientError::Io {
+                path: self.err_path(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Sends `msg` (blocking until it is out).
+    fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
+        self.sm.send(msg);
+        self.stream
+            .set_nonblocking(false)
+            .map_err(|source| ClientError::Io {
+                path: self.err_path(),
+                source,
+            })?;
+        let r = flush(&self.stream, &mut self.sm);
+        let _ = self.stream.set_nonblocking(true);
+        r.map_err(|source| ClientError::Io {
+            path: self.err_path(),
+            source,
+        })
+    }
+
+    /// Waits for the next event that is not about the ring.
+    fn next_other(&mut self, timeout: Duration) -> Result<ClientEvent, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.other.pop_front() {
+                return Ok(ev);
+            }
+            if self.disconnected.is_some() {
+                return Err(self.disconnected_error());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout {
+                    path: self.err_path(),
+                    timeout,
+                });
+            }
+            self.wait(Some(deadline), false)?;
+            self.service_socket()?;
+        }
+    }
+
+    /// Asks the service for its status.
+    ///
+    /// # Errors
+    /// [`ClientError::Disconnected`], [`ClientError::Timeout`], [`ClientError::Io`].
+    pub fn status(&mut self) -> Result<Status, ClientError> {
+        self.send(&ClientMsg::StatusRequest)?;
+        loop {
+            if let ClientEvent::Status(s) = self.next_other(Duration::from_secs(10))? {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Runs a history query and collects its rows.
+    ///
+    /// # Errors
+    /// As [`status`](Self::status).
+    pub fn query(&mut self, q: HistoryQuery) -> Result<(Vec<FileEvent>, QueryEnd), ClientError> {
+        let id = q.id;
+        self.send(&ClientMsg::Query(q))?;
+        let mut rows = Vec::new();
+        loop {
+            match self.next_other(Duration::from_secs(60))? {
+                ClientEvent::Rows { id: i, rows: r } if i == id => rows.extend(r),
+                ClientEvent::RowsEnd { id: i, end } if i == id => return Ok((rows, end)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Says goodbye and closes.
+    pub fn bye(mut self) {
+        let _ = self.send(&ClientMsg::Bye);
+    }
+}
+
+/// Connects again after a disconnect, resuming after `last_seq` (the records between it and
+/// the live head come from history), with exponential backoff between attempts (from
+/// 50 ms, doubling, at most 2 s) for up to `attempts` tries.
+///
+/// # Errors
+/// The last attempt's error; a refusal that retrying cannot fix (not allowed, version
+/// mismatch, untrusted service) is returned at once.
+pub fn reconnect<T: Archive>(
+    path: &Path,
+    opts: &ConnectOptions,
+    last_seq: u64,
+    attempts: u32,
+) -> Result<Client<T>, ClientError> {
+    let opts = ConnectOptions {
+        start: StartAt::Seq(last_seq + 1),
+        ..opts.clone()
+    };
+    let mut backoff = Duration::from_millis(50);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match Client::connect(path, &opts) {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                let fatal = matches!(
+                    e.disconnect_reason(),
+                    Some(DisconnectReason::NotAllowed | DisconnectReason::VersionMismatch)
+                ) || matches!(
+                    e,
+                    ClientError::Connect(
+                        ConnectError::NotAllowed { .. } | ConnectError::UntrustedService { .. }
+                    )
+                );
+                if fatal || tries >= attempts {
+                    return Err(e);
+                }
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+enum PumpError {
+    Io(io::Error),
+    Protocol(ProtocolError),
+}
+
+/// Reads everything available with `recvmsg` (fds included) into the state machine.
+/// EOF becomes a disconnect event.
+fn pump(stream: &UnixStream, sm: &mut ClientConn) -> Result<(), PumpError> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match crate::fdpass::recv_with_fds(stream.as_fd(), &mut buf) {
+            Ok((0, _)) => {
+                sm.handle_eof();
+                return Ok(());
+            }
+            Ok((n, fds)) => {
+                sm.handle_input(&buf[..n], fds)
+                    .map_err(PumpError::Protocol)?;
+                if sm.is_closed() {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::ConnectionReset {
+                    sm.handle_eof();
+                    return Ok(());
+                }
+                return Err(PumpError::Io(e));
+            }
+        }
+        // Blocking sockets: one message per call is enough.
+        if !is_nonblocking(stream) {
+            return Ok(());
+        }
+    }
+}
+
+fn is_nonblocking(stream: &UnixStream) -> bool {
+    // SAFETY: F_GETFL on a valid fd we borrow has no memory-safety preconditions.
+    let flags = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
+fn flush(stream: &UnixStream, sm: &mut ClientConn) -> io::Result<()> {
+    let mut s = stream;
+    while let Some(t) = sm.poll_transmit() {
+        s.write_all(&t.bytes)?;
+    }
+    Ok(())
+}
+
+fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

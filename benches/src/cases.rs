@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use firehose_transport::ring::Policy;
 
-use crate::measure::Sample;
+use crate::measure::{Run, Sample};
 use crate::os::Cores;
+use crate::probe::cache_line_rtt;
 use crate::{ring_case, socket_case};
 
 /// What carries the records.
@@ -179,6 +180,10 @@ impl Ctx {
     }
 }
 
+/// The probe before each run: 15 samples of 200 round trips (a few ms at most).
+const PROBE_SAMPLES: usize = 15;
+const PROBE_PER_SAMPLE: u64 = 200;
+
 /// The payload sizes of the throughput cases.
 pub const THROUGHPUT_PAYLOADS: [usize; 4] = [64, 256, 1024, 4096];
 /// The payload size of the round trips.
@@ -237,17 +242,17 @@ impl Plan {
         self
     }
 
-    /// Runs every case, printing a progress line to stderr after each run; fails on the
-    /// first case that fails.
+    /// Runs every case, each run after a short cache-line probe, printing a progress line
+    /// to stderr after each run; fails on the first case that fails.
     ///
     /// # Errors
     /// The first failure, named by its case and run.
-    pub fn run(&self, ctx: &Ctx) -> Result<BTreeMap<Case, Vec<Sample>>> {
+    pub fn run(&self, ctx: &Ctx) -> Result<BTreeMap<Case, Vec<Run>>> {
         let steps: Vec<(Case, usize)> = (0..self.runs)
             .flat_map(|r| self.round.iter().map(move |c| (*c, r)))
             .chain(self.once.iter().map(|c| (*c, 0)))
             .collect();
-        let mut out: BTreeMap<Case, Vec<Sample>> = BTreeMap::new();
+        let mut out: BTreeMap<Case, Vec<Run>> = BTreeMap::new();
         let began = Instant::now();
         for (k, (case, run)) in steps.iter().enumerate() {
             let runs = if self.once.contains(case) {
@@ -255,8 +260,9 @@ impl Plan {
             } else {
                 self.runs
             };
+            let probe_ns = cache_line_rtt(ctx.cores, PROBE_SAMPLES, PROBE_PER_SAMPLE)?.median;
             eprint!(
-                "[{:>2}/{}] {:>5.1}s  {} (run {}/{runs}) ... ",
+                "[{:>2}/{}] {:>5.1}s  {} (run {}/{runs}, probe {probe_ns:.0} ns) ... ",
                 k + 1,
                 steps.len(),
                 began.elapsed().as_secs_f64(),
@@ -267,7 +273,7 @@ impl Plan {
                 .run(ctx)
                 .map_err(|e| e.context(format!("{} (run {})", case.label(), run + 1)))?;
             eprintln!("{}", crate::report::brief(&sample));
-            out.entry(*case).or_default().push(sample);
+            out.entry(*case).or_default().push(Run { sample, probe_ns });
         }
         Ok(out)
     }

@@ -87,7 +87,7 @@ fn main() -> Result<()> {
     };
     println!("{}", results.markdown());
     if let Some(path) = &cli.json {
-        let text = serde_json::to_string_pretty(&results.json())?;
+        let text = results.json()?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

@@ -65,6 +65,16 @@ pub struct Idle {
     pub reader_window_nvcsw: u64,
 }
 
+/// One run of a case: what it measured, and the cache-line round trip just before it
+/// (the machine's cross-core latency drifts; this says which state a run saw).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Run {
+    /// What the run measured.
+    pub sample: Sample,
+    /// Median cache-line round trip between the two cores just before the run, ns.
+    pub probe_ns: f64,
+}
+
 /// What one run of a case measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sample {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::cases::{Case, Kind, ReaderMode, Transport};
-use crate::measure::{Idle, Sample, Throughput};
+use crate::measure::{Idle, Run, Sample, Throughput};
 use crate::os::Cores;
 use crate::stats::{Percentiles, Spread};
 
@@ -20,7 +20,7 @@ pub struct Results {
     /// The cache-line round trip after the cases, ns.
     pub probe_after: Spread,
     /// Each case's runs.
-    pub cases: BTreeMap<Case, Vec<Sample>>,
+    pub cases: BTreeMap<Case, Vec<Run>>,
 }
 
 /// One line for a progress report.
@@ -155,7 +155,9 @@ enum Summary {
     Idle(Idle),
 }
 
-fn summarize(samples: &[Sample]) -> Option<Summary> {
+fn summarize(runs: &[Run]) -> Option<Summary> {
+    let samples: Vec<Sample> = runs.iter().map(|r| r.sample).collect();
+    let samples = &samples[..];
     match samples.first()? {
         Sample::Throughput(_) => {
             let t = throughputs(samples);
@@ -203,6 +205,17 @@ fn cell(s: Spread, f: impl Fn(f64) -> String) -> String {
 }
 
 impl Results {
+    /// The cache-line round trips measured just before each run of `case`.
+    fn probe(&self, case: &Case) -> Spread {
+        spread(
+            self.cases
+                .get(case)
+                .into_iter()
+                .flatten()
+                .map(|r| r.probe_ns),
+        )
+    }
+
     fn summaries(&self) -> BTreeMap<Case, Summary> {
         self.cases
             .iter()
@@ -247,8 +260,8 @@ impl Results {
         if !tput.is_empty() {
             m.push_str(
                 "### Throughput (one reader; validated and checksummed; median (min–max))\n\n\
-                 | payload | transport | records/s | GB/s | vs uds | CPU ns/record (producer / reader) | note |\n\
-                 | ---: | --- | ---: | ---: | ---: | ---: | --- |\n",
+                 | payload | transport | records/s | GB/s | vs uds | CPU ns/record (producer / reader) | probe | note |\n\
+                 | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |\n",
             );
             for (c, s) in &tput {
                 let Kind::Throughput { payload } = c.kind else {
@@ -279,12 +292,13 @@ impl Results {
                 };
                 let _ = writeln!(
                     m,
-                    "| {payload} B | {} | {} | {} | {ratio} | {:.1} / {:.1} | {note} |",
+                    "| {payload} B | {} | {} | {} | {ratio} | {:.1} / {:.1} | {} | {note} |",
                     c.transport.name(),
                     cell(*records, si),
                     cell(*gb, |v| format!("{v:.2}")),
                     producer_cpu.median,
                     reader_cpu.median,
+                    cell(self.probe(c), ns),
                 );
             }
             m.push('\n');
@@ -297,8 +311,8 @@ impl Results {
         if !rtt.is_empty() {
             m.push_str(
                 "### Round trips (two processes, one record in flight; median of runs)\n\n\
-                 | payload | transport | readers | p50 (min–max) | p99 | p99.9 | max | uds p50 / this p50 | round trips |\n\
-                 | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+                 | payload | transport | readers | p50 (min–max) | p99 | p99.9 | max | uds p50 / this p50 | round trips | probe |\n\
+                 | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
             );
             for (c, s) in &rtt {
                 let Kind::RoundTrip { payload, mode } = c.kind else {
@@ -325,13 +339,14 @@ impl Results {
                 };
                 let _ = writeln!(
                     m,
-                    "| {payload} B | {} | {readers} | {} | {} | {} | {} | {ratio} | {} |",
+                    "| {payload} B | {} | {readers} | {} | {} | {} | {} | {ratio} | {} | {} |",
                     c.transport.name(),
                     cell(*p50, ns),
                     ns(p99.median),
                     ns(p999.median),
                     ns(max.median),
                     si(samples.median),
+                    cell(self.probe(c), ns),
                 );
             }
             m.push('\n');
@@ -436,19 +451,38 @@ impl Results {
     }
 
     /// The JSON document `--json` writes.
-    pub fn json(&self) -> serde_json::Value {
+    ///
+    /// # Errors
+    /// If serialization fails.
+    pub fn json(&self) -> serde_json::Result<String> {
         let sums = self.summaries();
-        let cases: Vec<CaseJson> = sums
-            .iter()
-            .map(|(c, s)| CaseJson::new(c, s, self.ratio(&sums, c)))
-            .collect();
-        serde_json::json!({
-            "cache_line_rtt_ns": self.probe_before.median,
-            "cache_line_rtt_ns_after": self.probe_after.median,
-            "cache_line_rtt": { "before": self.probe_before, "after": self.probe_after },
-            "cases": cases,
-        })
+        let doc = JsonDoc {
+            cache_line_rtt_ns: self.probe_before.median,
+            cache_line_rtt_ns_after: self.probe_after.median,
+            cache_line_rtt_before: self.probe_before,
+            cache_line_rtt_after: self.probe_after,
+            cores: [self.cores.producer, self.cores.reader],
+            cases: sums
+                .iter()
+                .map(|(c, s)| CaseJson::new(c, s, self.ratio(&sums, c), self.probe(c)))
+                .collect(),
+        };
+        serde_json::to_string_pretty(&doc)
     }
+}
+
+/// The JSON file.
+#[derive(Debug, Serialize)]
+struct JsonDoc {
+    /// Median cache-line round trip before the cases, ns.
+    cache_line_rtt_ns: f64,
+    /// The same after the cases.
+    cache_line_rtt_ns_after: f64,
+    cache_line_rtt_before: Spread,
+    cache_line_rtt_after: Spread,
+    /// Producer core, reader core.
+    cores: [usize; 2],
+    cases: Vec<CaseJson>,
 }
 
 /// One case in the JSON file. `min` and `max` are of the headline (`metric`) over the runs.
@@ -497,10 +531,12 @@ struct CaseJson {
     max: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vs_baseline: Option<f64>,
+    /// The cache-line round trip just before each run, ns.
+    probe_ns: Spread,
 }
 
 impl CaseJson {
-    fn new(c: &Case, s: &Summary, ratio: Option<f64>) -> Self {
+    fn new(c: &Case, s: &Summary, ratio: Option<f64>, probe_ns: Spread) -> Self {
         let mut j = CaseJson {
             transport: c.transport.name(),
             kind: "",
@@ -526,6 +562,7 @@ impl CaseJson {
             min: None,
             max: None,
             vs_baseline: ratio,
+            probe_ns,
         };
         match (c.kind, s) {
             (

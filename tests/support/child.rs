@@ -5,6 +5,7 @@
 //! gap accounting and every payload byte, and prints a `ReaderReport` line.
 //! `firehose-test-child idle`: receives a reader handoff and sleeps in `recv` until the ring
 //! closes or the producer goes away; prints `gone=<error>`.
+//! `firehose-test-child service ...` and `client ...`: the control-socket roles (`roles.rs`).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -21,8 +22,15 @@ fn main() {
     }
 }
 
+mod roles;
+
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("service") => return roles::service(&args),
+        Some("client") => return roles::client(&args),
+        _ => {}
+    }
     let sock = firehose_transport::handoff::inherited_socket()
         .context("no handoff socket: run me from the tests")?;
     let fds = recv_reader(sock.as_fd()).context("receiving the reader handoff")?;

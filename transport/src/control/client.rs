@@ -394,9 +394,14 @@ impl<T: Archive> Client<T> {
                     self.wait(deadline, false)?;
                     continue;
                 }
-                Err(ReadError::Closed) | Err(ReadError::ProducerGone) => {
+                Err(e @ (ReadError::Closed | ReadError::ProducerGone)) => {
                     if self.disconnected.is_none() {
-                        self.disconnected = Some((DisconnectReason::ShuttingDown, String::new()));
+                        let reason = if e == ReadError::Closed {
+                            DisconnectReason::ShuttingDown
+                        } else {
+                            DisconnectReason::Gone
+                        };
+                        self.disconnected = Some((reason, e.to_string()));
                     }
                     return Err(self.disconnected_error());
                 }

@@ -1,0 +1,413 @@
+//! The control socket with real processes: a service child (producer + control socket) and
+//! readers in this process or in children.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use firehose_tests::payload;
+use firehose_transport::control::client::{Client, ConnectOptions};
+use firehose_transport::control::wire::DisconnectReason;
+use firehose_transport::ring::{Event, Policy};
+
+use crate::watchdog::Watchdog;
+
+const CHILD: &str = env!("CARGO_BIN_EXE_firehose-test-child");
+
+fn socket_path() -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = PathBuf::from(format!(
+        "/tmp/fh-ctl-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("s.sock")
+}
+
+/// A child process with piped stdin/stdout, read line by line.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(CHILD)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Proc { child, stdin, out }
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).expect("read child output");
+        l.trim().to_string()
+    }
+
+    fn expect_prefix(&mut self, prefix: &str) -> String {
+        let l = self.line();
+        assert!(l.starts_with(prefix), "expected '{prefix}...', got '{l}'");
+        l
+    }
+
+    fn say(&mut self) {
+        let s = self.stdin.as_mut().unwrap();
+        writeln!(s).unwrap();
+        s.flush().unwrap();
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A service child.
+struct Service {
+    proc: Proc,
+    path: PathBuf,
+}
+
+impl Service {
+    fn start(extra: &[&str]) -> Service {
+        let path = socket_path();
+        let mut args = vec!["service", "--socket", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn(&args);
+        proc.expect_prefix("ready");
+        Service { proc, path }
+    }
+
+    /// Asks for the service's counters.
+    fn stats(&mut self) -> Stats {
+        self.proc.say();
+        Stats::parse(&self.proc.expect_prefix("stats"))
+    }
+
+    /// Polls stats until `cond` holds (the watchdog bounds the wait).
+    fn wait_until(&mut self, cond: impl Fn(&Stats) -> bool) -> Stats {
+        loop {
+            let s = self.stats();
+            if cond(&s) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn client(&self, args: &[&str]) -> Proc {
+        let mut a = vec!["client", "--socket", self.path.to_str().unwrap()];
+        a.extend_from_slice(args);
+        Proc::spawn(&a)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    connections: u64,
+    readers: u64,
+    epoch: u64,
+    cut_off: u64,
+    refused: u64,
+    protocol_errors: u64,
+    next_seq: u64,
+    fds: u64,
+}
+
+impl Stats {
+    fn parse(line: &str) -> Stats {
+        let mut s = Stats::default();
+        for kv in line.split_whitespace().skip(1) {
+            let (k, v) = kv.split_once('=').unwrap();
+            let v: u64 = v.parse().unwrap();
+            match k {
+                "connections" => s.connections = v,
+                "readers" => s.readers = v,
+                "epoch" => s.epoch = v,
+                "cut_off" => s.cut_off = v,
+                "refused" => s.refused = v,
+                "protocol_errors" => s.protocol_errors = v,
+                "next_seq" => s.next_seq = v,
+                "fds" => s.fds = v,
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+fn read_records(c: &mut Client<Vec<u8>>, n: u64) {
+    let mut got = 0;
+    let mut next = c.next_seq();
+    while got < n {
+        let b = c.recv(256).expect("recv");
+        for e in &b {
+            match e {
+                Event::Record(r) => {
+                    assert_eq!(r.seq(), next);
+                    assert_eq!(r.access().unwrap().as_slice(), payload(r.seq()).as_slice());
+                    next += 1;
+                    got += 1;
+                }
+                Event::Lagged { to, .. } | Event::Gap { to, .. } => next = to + 1,
+            }
+        }
+    }
+}
+
+fn opts(policy: Policy) -> ConnectOptions {
+    ConnectOptions {
+        name: "control test".into(),
+        policy,
+        ..ConnectOptions::default()
+    }
+}
+
+#[test]
+fn a_reader_connects_receives_and_disconnects_and_its_slot_is_freed() {
+    let mut svc = Service::start(&["--pace-us", "200"]);
+    let _dog = Watchdog::arm(
+        "connect/receive/disconnect",
+        Duration::from_secs(30),
+        vec![svc.proc.child.id()],
+    );
+    let mut c: Client<Vec<u8>> = Client::connect(&svc.path, &opts(Policy::Lossless)).unwrap();
+    assert_eq!(c.service().pid, svc.proc.child.id());
+    read_records(&mut c, 5000);
+    let st = c.status().unwrap();
+    assert_eq!(st.readers.len(), 1);
+    assert_eq!(st.readers[0].pid, std::process::id());
+    assert_eq!(st.readers[0].policy, Policy::Lossless);
+    c.bye();
+    svc.wait_until(|s| s.connections == 0 && s.readers == 0);
+}
+
+#[test]
+fn kill_9_of_a_reader_frees_its_slot_and_the_producer_goes_on() {
+    let mut svc = Service::start(&["--pace-us", "100", "--capacity", "65536"]);
+    let _dog = Watchdog::arm(
+        "kill -9 of a reader",
+        Duration::from_secs(30),
+        vec![svc.proc.child.id()],
+    );
+    let mut reader = svc.client(&["--policy", "lossless", "--stall"]);
+    reader.expect_prefix("connected");
+    reader.expect_prefix("holding");
+    // It holds the ring: the producer is held back.
+    let held = svc.wait_until(|s| s.readers == 1);
+    reader.kill9();
+    let freed = svc.wait_until(|s| s.readers == 0 && s.connections == 0);
+    let later = svc.wait_until(|s| s.next_seq > freed.next_seq + 1000);
+    assert!(later.next_seq > held.next_seq);
+}
+
+#[test]
+fn kill_9_of_the_service_wakes_an_idle_reader_at_once() {
+    let mut svc = Service::start(&["--pace-us", "100000000"]);
+    let mut c: Client<Vec<u8>> = Client::connect(&svc.path, &opts(Policy::Lagging)).unwrap();
+    c.reader_mut().set_spin(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || loop {
+        match c.recv(16) {
+            Ok(_) => continue,
+            Err(e) => {
+                tx.send(e.disconnect_reason()).unwrap();
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    svc.proc.kill9();
+    // A 2 s watchdog, not a stopwatch: EOF wakes the reader at once.
+    let reason = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the idle reader must wake within the watchdog");
+    assert_eq!(reason, Some(DisconnectReason::Gone));
+    t.join().unwrap();
+}
+
+#[test]
+fn a_stalled_lossless_reader_is_cut_off_its_frames_stay_intact_and_others_go_on() {
+    let mut svc = Service::start(&[
+        "--pace-us",
+        "200",
+        "--capacity",
+        "65536",
+        "--window-ms",
+        "200",
+    ]);
+    let _dog = Watchdog::arm(
+        "stalled lossless reader",
+        Duration::from_secs(60),
+        vec![svc.proc.child.id()],
+    );
+    let mut staller = svc.client(&["--policy", "lossless", "--stall"]);
+    staller.expect_prefix("connected");
+    let holding = staller.expect_prefix("holding=");
+    assert_ne!(holding, "holding=0");
+    let mut other: Client<Vec<u8>> = Client::connect(&svc.path, &opts(Policy::Lossless)).unwrap();
+    // The other lossless reader keeps reading through the cut-off and the segment switch.
+    read_records(&mut other, 20_000);
+    let st = svc.wait_until(|s| s.cut_off >= 1);
+    assert!(st.epoch >= 2, "the cut-off rotated the ring: {st:?}");
+    read_records(&mut other, 5_000);
+    staller.say();
+    let intact = staller.expect_prefix("intact=");
+    let (a, b) = intact["intact=".len()..].split_once('/').unwrap();
+    assert_eq!(a, b, "the staller's borrowed frames must be intact");
+    assert_eq!(
+        staller.expect_prefix("disconnected="),
+        "disconnected=Some(TooSlow)"
+    );
+}
+
+#[test]
+fn a_uid_that_stalls_again_and_again_pins_at_most_the_lossless_limit_of_segments() {
+    let mut svc = Service::start(&[
+        "--pace-us",
+        "200",
+        "--capacity",
+        "65536",
+        "--window-ms",
+        "100",
+        "--max-lossless",
+        "4",
+    ]);
+    let _dog = Watchdog::arm(
+        "stall loop",
+        Duration::from_secs(120),
+        vec![svc.proc.child.id()],
+    );
+    for _ in 0..50 {
+        let mut staller = svc.client(&["--policy", "lossless", "--stall"]);
+        let first = staller.line();
+        if first.starts_with("refused=") {
+            assert!(
+                first.contains("NotAllowed") || first.contains("Busy"),
+                "{first}"
+            );
+            continue;
+        }
+        staller.expect_prefix("holding=");
+        let cut = svc.stats().cut_off;
+        svc.wait_until(|s| s.cut_off > cut);
+        staller.say();
+    }
+    let st = svc.stats();
+    assert!(
+        st.epoch <= 1 + 4,
+        "at most max_lossless rotations pinned: {st:?}"
+    );
+    assert!(st.cut_off >= 1);
+}
+
+fn connect_raw(path: &Path) -> UnixStream {
+    UnixStream::connect(path).unwrap()
+}
+
+#[test]
+fn hostile_peers_do_not_disturb_the_others_and_leave_nothing_behind() {
+    let mut svc = Service::start(&["--pace-us", "500", "--hello-ms", "300"]);
+    let _dog = Watchdog::arm(
+        "hostile peers",
+        Duration::from_secs(120),
+        vec![svc.proc.child.id()],
+    );
+    let baseline = svc.stats();
+    let mut good: Client<Vec<u8>> = Client::connect(&svc.path, &opts(Policy::Lagging)).unwrap();
+    read_records(&mut good, 100);
+    // Garbage.
+    let mut s = connect_raw(&svc.path);
+    s.write_all(&[0xAB; 300]).unwrap();
+    // An absurd length prefix.
+    let mut s2 = connect_raw(&svc.path);
+    s2.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    s2.write_all(&[1, 0, 0, 0]).unwrap();
+    // Half a frame, then silence.
+    let mut s3 = connect_raw(&svc.path);
+    s3.write_all(&[40, 0, 0, 0, 1, 0, 0, 0, 1]).unwrap();
+    // Fds sent by a client.
+    let s4 = connect_raw(&svc.path);
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let fd = std::os::fd::AsFd::as_fd(&devnull);
+    let _ = firehose_transport::fdpass::send_with_fds(
+        std::os::fd::AsFd::as_fd(&s4),
+        &[0u8; 8],
+        &[fd, fd, fd],
+    );
+    // 500 simultaneous connections.
+    let many: Vec<UnixStream> = (0..500).map(|_| connect_raw(&svc.path)).collect();
+    read_records(&mut good, 100);
+    drop(many);
+    // A connect/disconnect flood.
+    for _ in 0..1000 {
+        drop(connect_raw(&svc.path));
+    }
+    read_records(&mut good, 100);
+    drop((s, s2, s3, s4));
+    let st = svc.wait_until(|s| s.connections == 1);
+    assert!(st.protocol_errors >= 3, "{st:?}");
+    assert_eq!(st.readers, 1);
+    // Nothing leaks: the service holds the fds it held before plus the good reader's.
+    assert!(
+        st.fds <= baseline.fds + 3,
+        "fds {} then {}",
+        baseline.fds,
+        st.fds
+    );
+    read_records(&mut good, 100);
+}
+
+#[test]
+fn a_thousand_connect_disconnect_cycles_leave_no_fd_page_or_slot_behind() {
+    let mut svc = Service::start(&["--pace-us", "2000"]);
+    let _dog = Watchdog::arm(
+        "1000 cycles",
+        Duration::from_secs(120),
+        vec![svc.proc.child.id()],
+    );
+    let baseline = svc.stats();
+    for i in 0..1000 {
+        let policy = if i % 2 == 0 {
+            Policy::Lagging
+        } else {
+            Policy::Lossless
+        };
+        let c: Client<Vec<u8>> = Client::connect(&svc.path, &opts(policy)).unwrap();
+        if i % 3 == 0 {
+            c.bye();
+        } else {
+            drop(c);
+        }
+    }
+    let st = svc.wait_until(|s| s.connections == 0 && s.readers == 0);
+    assert!(
+        st.fds <= baseline.fds,
+        "fds {} then {}",
+        baseline.fds,
+        st.fds
+    );
+    // Our own side leaks nothing either.
+    let ours = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    assert!(ours < 200, "{ours} fds open in the test process");
+    let _ = std::os::fd::AsFd::as_fd(&std::io::stdin()).as_raw_fd();
+}

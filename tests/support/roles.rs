@@ -1,0 +1,241 @@
+//! The control-socket roles of the test child: a service and a client.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use firehose_tests::payload;
+use firehose_transport::control::client::{Client, ConnectOptions};
+use firehose_transport::control::place::{bind, Access};
+use firehose_transport::control::server::{
+    raise_fd_limit, NoHistory, Server, ServerConfig, FDS_PER_CONNECTION,
+};
+use firehose_transport::ring::{Event, Policy, Producer, PublishError, RingConfig};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn num(args: &[String], name: &str, default: u64) -> u64 {
+    arg(args, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn nums(args: &[String], name: &str) -> Vec<u32> {
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
+}
+
+/// `service --socket PATH [--capacity B] [--window-ms MS] [--max-lossless N]
+/// [--allow-uid U]... [--allow-gid G]... [--lossless-uid U]... [--pace-us US]`:
+/// binds the socket, publishes `payload(seq)` records forever (a batch of 64 every pace),
+/// serves the control socket, prints `ready` and, on each line read from stdin, `stats ...`.
+pub(crate) fn service(args: &[String]) -> anyhow::Result<()> {
+    let path = PathBuf::from(arg(args, "--socket").context("--socket")?);
+    let access = Access {
+        allow_uids: nums(args, "--allow-uid"),
+        allow_gids: nums(args, "--allow-gid"),
+    };
+    let bound = bind(&path, &access).context("binding the socket")?;
+    let limit = raise_fd_limit().unwrap_or(1024);
+    let producer = Arc::new(Mutex::new(Producer::<Vec<u8>>::new(RingConfig {
+        capacity: num(args, "--capacity", 1 << 20) as usize,
+        max_record: 1024,
+        batch_bytes: 16 << 10,
+        lossless_wait: Duration::ZERO,
+        first_seq: 1,
+    })?));
+    let mut lossless_uids = nums(args, "--lossless-uid");
+    lossless_uids.push(nix::unistd::geteuid().as_raw());
+    let config = ServerConfig {
+        access,
+        max_connections: ((limit.saturating_sub(64)) / FDS_PER_CONNECTION) as usize,
+        max_lossless: num(args, "--max-lossless", 4) as usize,
+        lossless_uids,
+        progress_window: Duration::from_millis(num(args, "--window-ms", 300)),
+        min_progress: 64 << 10,
+        cooldown: Duration::from_secs(60),
+        hello_timeout: Duration::from_millis(num(args, "--hello-ms", 1000)),
+        ..ServerConfig::default()
+    };
+    let mut server = Server::new(
+        bound.listener.try_clone()?,
+        producer.clone(),
+        Box::new(NoHistory),
+        config,
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pace = Duration::from_micros(num(args, "--pace-us", 1000));
+    let publisher = {
+        let producer = producer.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                {
+                    let mut p = producer.lock().unwrap_or_else(|e| e.into_inner());
+                    for _ in 0..64 {
+                        let seq = p.next_seq();
+                        match p.stage(&payload(seq)) {
+                            Ok(_) => {}
+                            Err(PublishError::Backpressure { .. }) => break,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    let _ = p.commit();
+                }
+                std::thread::sleep(pace);
+            }
+        })
+    };
+    println!("ready");
+    std::io::stdout().flush()?;
+    // Stats on request: a line on stdin asks, EOF stops.
+    let (tx, rx) = std::sync::mpsc::channel::<bool>();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            if line.is_err() || tx.send(true).is_err() {
+                break;
+            }
+        }
+        let _ = tx.send(false);
+    });
+    loop {
+        server.poll_once(Duration::from_millis(20))?;
+        match rx.try_recv() {
+            Ok(true) => {
+                let st = server.stats();
+                let p = producer.lock().unwrap_or_else(|e| e.into_inner());
+                println!(
+                    "stats connections={} readers={} epoch={} cut_off={} refused={} busy={} protocol_errors={} next_seq={} fds={}",
+                    server.connection_count(),
+                    p.reader_count(),
+                    p.segment().epoch(),
+                    st.cut_off,
+                    st.refused,
+                    st.busy,
+                    st.protocol_errors,
+                    p.committed_seq(),
+                    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
+                );
+                std::io::stdout().flush()?;
+            }
+            Ok(false) => break,
+            Err(_) => {}
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    server.shutdown();
+    let _ = publisher.join();
+    Ok(())
+}
+
+/// `client --socket PATH --policy lossless|lagging (--records N | --idle | --stall)`.
+pub(crate) fn client(args: &[String]) -> anyhow::Result<()> {
+    let path = PathBuf::from(arg(args, "--socket").context("--socket")?);
+    let policy = match arg(args, "--policy").as_deref() {
+        Some("lossless") => Policy::Lossless,
+        _ => Policy::Lagging,
+    };
+    let opts = ConnectOptions {
+        name: "test child".into(),
+        policy,
+        ..ConnectOptions::default()
+    };
+    let mut c: Client<Vec<u8>> = match Client::connect(&path, &opts) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("refused={:?} error={e}", e.disconnect_reason());
+            return Ok(());
+        }
+    };
+    println!("connected reader={}", c.welcome().reader_id);
+    std::io::stdout().flush()?;
+    if args.iter().any(|a| a == "--stall") {
+        return stall(&mut c);
+    }
+    let want = num(args, "--records", u64::MAX);
+    let mut got = 0u64;
+    let mut next = c.welcome().start_seq;
+    let reason = loop {
+        if got >= want {
+            break None;
+        }
+        match c.recv(256) {
+            Ok(b) => {
+                for e in &b {
+                    match e {
+                        Event::Record(r) => {
+                            if r.seq() != next
+                                || r.access()?.as_slice() != payload(r.seq()).as_slice()
+                            {
+                                bail!("record {} wrong (expected seq {next})", r.seq());
+                            }
+                            next += 1;
+                            got += 1;
+                        }
+                        Event::Lagged { to, .. } | Event::Gap { to, .. } => next = to + 1,
+                    }
+                }
+            }
+            Err(e) => break Some(e),
+        }
+    };
+    match reason {
+        None => {
+            println!("records={got}");
+            c.bye();
+        }
+        Some(e) => println!(
+            "disconnected={:?} records={got} error={e}",
+            e.disconnect_reason()
+        ),
+    }
+    Ok(())
+}
+
+/// Takes one batch and holds it (a lossless reader that stops reading). On a line from
+/// stdin, checks that every held record is still intact, then reads on until disconnected.
+fn stall(c: &mut Client<Vec<u8>>) -> anyhow::Result<()> {
+    let (seqs, bytes): (Vec<u64>, Vec<&[u8]>) = {
+        let b = c.recv(64)?;
+        let recs: Vec<_> = b
+            .iter()
+            .filter_map(|e| match e {
+                Event::Record(r) => Some((r.seq(), r.bytes())),
+                _ => None,
+            })
+            .collect();
+        // The borrows outlive the batch value: they borrow the client, like the batch did.
+        recs.into_iter().unzip()
+    };
+    println!("holding={}", seqs.len());
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let mut intact = 0;
+    for (seq, b) in seqs.iter().zip(&bytes) {
+        let v = rkyv::access::<rkyv::Archived<Vec<u8>>, rkyv::rancor::Error>(b)?;
+        if v.as_slice() == payload(*seq).as_slice() {
+            intact += 1;
+        }
+    }
+    println!("intact={intact}/{}", seqs.len());
+    let reason = loop {
+        match c.recv(4096) {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    println!("disconnected={:?}", reason.disconnect_reason());
+    Ok(())
+}

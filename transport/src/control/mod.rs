@@ -3,4 +3,6 @@
 //! event loop ([`server`]) and the blocking client ([`client`]).
 
 pub mod conn;
+pub mod peer;
+pub mod place;
 pub mod wire;

@@ -3,4 +3,5 @@
 
 mod cross_process;
 mod hostile;
+mod socket_access;
 mod watchdog;

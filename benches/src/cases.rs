@@ -1,7 +1,7 @@
 //! The cases, how they are scheduled, and the runner.
 //!
 //! A [`Case`] is a transport and a kind of measurement. To add a row: add a [`Transport`]
-//! (and its module, like [`crate::ring_case`] or [`crate::socket_case`]), teach
+//! (and its module, like [`crate::ring_case`] or [`crate::stream_case`]), teach
 //! [`Case::run`] to run it, and list it in [`Plan::new`]. The report pairs every case with
 //! the same measurement on the [baseline](Transport::BASELINE) and prints the ratio.
 
@@ -14,7 +14,8 @@ use firehose_transport::ring::Policy;
 use crate::measure::{Run, Sample};
 use crate::os::Cores;
 use crate::probe::cache_line_rtt;
-use crate::{ring_case, socket_case};
+use crate::ring_case;
+use crate::stream_case::{self, StreamKind};
 
 /// What carries the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,6 +24,8 @@ pub enum Transport {
     RingLossless,
     /// The baseline: a Unix stream socket.
     Uds,
+    /// Two pipes, one each way.
+    Pipe,
     /// The Firehose ring, a lagging reader.
     RingLagging,
 }
@@ -37,6 +40,7 @@ impl Transport {
             Transport::RingLossless => "firehose-lossless",
             Transport::RingLagging => "firehose-lagging",
             Transport::Uds => "uds",
+            Transport::Pipe => "pipe",
         }
     }
 }
@@ -127,14 +131,23 @@ impl Case {
                 Sample::Throughput(ring_case::throughput(Policy::Lagging, payload, ctx)?)
             }
             (Uds, Kind::Throughput { payload }) => {
-                Sample::Throughput(socket_case::throughput(payload, ctx)?)
+                Sample::Throughput(stream_case::throughput(StreamKind::Uds, payload, ctx)?)
+            }
+            (Pipe, Kind::Throughput { payload }) => {
+                Sample::Throughput(stream_case::throughput(StreamKind::Pipe, payload, ctx)?)
             }
             (RingLossless, Kind::RoundTrip { payload, mode }) => {
                 Sample::RoundTrip(ring_case::round_trip(payload, mode, ctx)?)
             }
-            (Uds, Kind::RoundTrip { payload, mode }) => {
-                Sample::RoundTrip(socket_case::round_trip(payload, mode, ctx)?)
-            }
+            (Uds, Kind::RoundTrip { payload, mode }) => Sample::RoundTrip(stream_case::round_trip(
+                StreamKind::Uds,
+                payload,
+                mode,
+                ctx,
+            )?),
+            (Pipe, Kind::RoundTrip { payload, mode }) => Sample::RoundTrip(
+                stream_case::round_trip(StreamKind::Pipe, payload, mode, ctx)?,
+            ),
             (RingLossless, Kind::Idle) => Sample::Idle(ring_case::idle(ctx)?),
             (t, k) => bail!("no {k:?} case for {}", t.name()),
         })
@@ -210,6 +223,7 @@ impl Plan {
                 Transport::RingLossless,
                 Transport::Uds,
                 Transport::RingLagging,
+                Transport::Pipe,
             ] {
                 round.push(Case {
                     kind: Kind::Throughput { payload },
@@ -218,7 +232,7 @@ impl Plan {
             }
         }
         for mode in [ReaderMode::Spin, ReaderMode::Sleep] {
-            for transport in [Transport::RingLossless, Transport::Uds] {
+            for transport in [Transport::RingLossless, Transport::Uds, Transport::Pipe] {
                 round.push(Case {
                     kind: Kind::RoundTrip {
                         payload: ROUND_TRIP_PAYLOAD,

@@ -14,7 +14,8 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 use crate::os::pin_to_core;
 use crate::payload::Tally;
-use crate::{ring_case, socket_case};
+use crate::ring_case;
+use crate::stream_case::{self, StreamKind};
 
 /// The hidden subcommand's name.
 pub const SUBCOMMAND: &str = "__child";
@@ -28,10 +29,10 @@ pub enum Role {
     RingIdle,
     /// Reads the ping ring, answers each record on a pong ring of its own.
     RingEcho,
-    /// Reads framed records from the socket, checks and counts every one.
-    UdsReader,
-    /// Answers each framed record on the socket.
-    UdsEcho,
+    /// Reads framed records from a byte stream, checks and counts every one.
+    StreamReader,
+    /// Answers each framed record on a byte stream.
+    StreamEcho,
 }
 
 /// The hidden subcommand's arguments.
@@ -47,12 +48,46 @@ pub struct ChildArgs {
     /// non-blocking reads.
     #[arg(long, default_value_t = 0)]
     pub spin: u32,
+    /// Stream roles: which byte stream.
+    #[arg(long, value_enum, default_value = "uds")]
+    pub stream: StreamKind,
     /// The core to pin to.
     #[arg(long)]
     pub core: usize,
-    /// The inherited socket's fd number.
-    #[arg(long)]
+    /// The inherited socket's fd number (set by [`ChildProc::spawn`]).
+    #[arg(long, default_value_t = -1)]
     pub sock_fd: RawFd,
+}
+
+impl ChildArgs {
+    /// A `role` child for `payload`-byte records, pinned to `core`.
+    pub fn new(role: Role, payload: usize, core: usize) -> Self {
+        ChildArgs {
+            role,
+            payload,
+            spin: 0,
+            stream: StreamKind::Uds,
+            core,
+            sock_fd: -1,
+        }
+    }
+
+    /// With this spin budget.
+    pub fn spin(mut self, spin: u32) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Over this byte stream.
+    pub fn stream(mut self, stream: StreamKind) -> Self {
+        self.stream = stream;
+        self
+    }
+}
+
+fn value_name<V: clap::ValueEnum + std::fmt::Debug>(v: &V) -> String {
+    v.to_possible_value()
+        .map_or_else(|| format!("{v:?}"), |p| p.get_name().to_string())
 }
 
 /// The word a child sends once it is ready to read.
@@ -158,11 +193,12 @@ pub struct ChildProc {
 }
 
 impl ChildProc {
-    /// Spawns this binary as a `role` child pinned to `core`.
+    /// Spawns this binary as the child `args` describe (its `sock_fd` is filled in here).
     ///
     /// # Errors
     /// If the socketpair or the process cannot be made.
-    pub fn spawn(role: Role, payload: usize, spin: u32, core: usize) -> Result<Self> {
+    pub fn spawn(args: ChildArgs) -> Result<Self> {
+        let role = args.role;
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
@@ -176,14 +212,11 @@ impl ChildProc {
         let exe = std::env::current_exe().context("finding this executable")?;
         let child = Command::new(exe)
             .arg(SUBCOMMAND)
-            .arg("--role")
-            .arg(
-                clap::ValueEnum::to_possible_value(&role)
-                    .map_or_else(|| format!("{role:?}"), |v| v.get_name().to_string()),
-            )
-            .args(["--payload", &payload.to_string()])
-            .args(["--spin", &spin.to_string()])
-            .args(["--core", &core.to_string()])
+            .args(["--role", &value_name(&role)])
+            .args(["--payload", &args.payload.to_string()])
+            .args(["--spin", &args.spin.to_string()])
+            .args(["--stream", &value_name(&args.stream)])
+            .args(["--core", &args.core.to_string()])
             .args(["--sock-fd", &theirs.as_raw_fd().to_string()])
             .stdin(Stdio::null())
             .spawn()
@@ -317,7 +350,7 @@ pub fn main(args: &ChildArgs) -> Result<()> {
         Role::RingReader => ring_case::reader_child(sock, args),
         Role::RingIdle => ring_case::idle_child(sock, args),
         Role::RingEcho => ring_case::echo_child(sock, args),
-        Role::UdsReader => socket_case::reader_child(sock, args),
-        Role::UdsEcho => socket_case::echo_child(sock, args),
+        Role::StreamReader => stream_case::reader_child(sock, args),
+        Role::StreamEcho => stream_case::echo_child(sock, args),
     }
 }

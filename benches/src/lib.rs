@@ -9,11 +9,12 @@
 
 pub mod cases;
 pub mod child;
+pub mod frames;
 pub mod measure;
 pub mod os;
 pub mod payload;
 pub mod probe;
 pub mod report;
 pub mod ring_case;
-pub mod socket_case;
 pub mod stats;
+pub mod stream_case;

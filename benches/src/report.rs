@@ -331,11 +331,15 @@ impl Results {
                 let ratio = self
                     .ratio(&sums, c)
                     .map_or("—".into(), |r| format!("{r:.2}x"));
-                let readers = match (c.transport, mode) {
-                    (Transport::Uds, ReaderMode::Spin) => "spin (non-blocking reads)",
-                    (Transport::Uds, ReaderMode::Sleep) => "sleep (blocking reads)",
-                    (_, ReaderMode::Spin) => "spin (large budget)",
-                    (_, ReaderMode::Sleep) => "sleep (spin 0, wake pipe)",
+                let ring = matches!(
+                    c.transport,
+                    Transport::RingLossless | Transport::RingLagging
+                );
+                let readers = match (ring, mode) {
+                    (false, ReaderMode::Spin) => "spin (non-blocking reads)",
+                    (false, ReaderMode::Sleep) => "sleep (blocking reads)",
+                    (true, ReaderMode::Spin) => "spin (large budget)",
+                    (true, ReaderMode::Sleep) => "sleep (spin 0, wake pipe)",
                 };
                 let _ = writeln!(
                     m,

@@ -92,7 +92,9 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
     let pool = Pool::new(payload)?;
     let mut p = Producer::<BenchRecord>::new(ring_config())?;
     let fds = p.attach_remote(policy)?;
-    let mut child = ChildProc::spawn(Role::RingReader, payload, DEFAULT_SPIN, ctx.cores.reader)?;
+    let mut child = ChildProc::spawn(
+        ChildArgs::new(Role::RingReader, payload, ctx.cores.reader).spin(DEFAULT_SPIN),
+    )?;
     send_reader(child.sock.as_fd(), &fds).context("handing over the reader")?;
     drop(fds);
     child.expect_ready()?;
@@ -203,7 +205,8 @@ pub fn round_trip(payload: usize, mode: ReaderMode, ctx: &Ctx) -> Result<Percent
     let pool = Pool::new(payload)?;
     let mut ping = Producer::<BenchRecord>::new(ring_config())?;
     let fds = ping.attach_remote(Policy::Lossless)?;
-    let mut child = ChildProc::spawn(Role::RingEcho, payload, spin, ctx.cores.reader)?;
+    let mut child =
+        ChildProc::spawn(ChildArgs::new(Role::RingEcho, payload, ctx.cores.reader).spin(spin))?;
     send_reader(child.sock.as_fd(), &fds).context("handing over the ping reader")?;
     drop(fds);
     let pong_fds = recv_reader(child.sock.as_fd()).context("receiving the pong reader")?;
@@ -298,7 +301,8 @@ pub fn echo_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
 pub fn idle(ctx: &Ctx) -> Result<Idle> {
     let mut p = Producer::<BenchRecord>::new(ring_config())?;
     let fds = p.attach_remote(Policy::Lossless)?;
-    let mut child = ChildProc::spawn(Role::RingIdle, 64, DEFAULT_SPIN, ctx.cores.reader)?;
+    let mut child =
+        ChildProc::spawn(ChildArgs::new(Role::RingIdle, 64, ctx.cores.reader).spin(DEFAULT_SPIN))?;
     send_reader(child.sock.as_fd(), &fds).context("handing over the reader")?;
     drop(fds);
     child.expect_ready()?;

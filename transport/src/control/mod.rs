@@ -2,7 +2,9 @@
 //! [`conn`]), where the socket lives and who may connect ([`place`], [`peer`]), the service's
 //! event loop ([`server`]) and the blocking client ([`client`]).
 
+pub mod client;
 pub mod conn;
 pub mod peer;
 pub mod place;
+pub mod server;
 pub mod wire;

@@ -22,6 +22,10 @@ pub struct Throughput {
     pub producer_cpu_ns: u64,
     /// CPU time of the reader from ready to end of stream, in nanoseconds.
     pub reader_cpu_ns: u64,
+    /// Voluntary context switches (sleeps) of the producer while it sent.
+    pub producer_sleeps: u64,
+    /// Voluntary context switches (sleeps) of the reader from ready to end of stream.
+    pub reader_sleeps: u64,
 }
 
 impl Throughput {
@@ -43,6 +47,14 @@ impl Throughput {
     /// Reader CPU nanoseconds per record received.
     pub fn reader_cpu_per_record(&self) -> f64 {
         self.reader_cpu_ns as f64 / self.records.max(1) as f64
+    }
+
+    /// Sleeps per second of the producer and of the reader.
+    pub fn sleeps_per_s(&self) -> (f64, f64) {
+        (
+            self.producer_sleeps as f64 / self.producer_secs,
+            self.reader_sleeps as f64 / self.secs,
+        )
     }
 
     /// Records the producer sent per second.

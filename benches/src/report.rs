@@ -28,11 +28,14 @@ pub fn brief(s: &Sample) -> String {
     match s {
         Sample::Throughput(t) => {
             let mut line = format!(
-                "{} rec/s, {:.2} GB/s, CPU/record {:.1} ns producer, {:.1} ns reader",
+                "{} rec/s, {:.2} GB/s, CPU/record {:.1} ns producer, {:.1} ns reader, \
+                 sleeps {} producer, {} reader",
                 si(t.records_per_s()),
                 t.gb_per_s(),
                 t.producer_cpu_per_record(),
-                t.reader_cpu_per_record()
+                t.reader_cpu_per_record(),
+                t.producer_sleeps,
+                t.reader_sleeps
             );
             if t.lost > 0 {
                 let _ = write!(
@@ -144,6 +147,8 @@ enum Summary {
         lost_pct: Spread,
         producer_cpu: Spread,
         reader_cpu: Spread,
+        producer_sleeps: Spread,
+        reader_sleeps: Spread,
     },
     RoundTrip {
         p50: Spread,
@@ -168,6 +173,8 @@ fn summarize(runs: &[Run]) -> Option<Summary> {
                 lost_pct: spread(t.iter().map(lost_pct)),
                 producer_cpu: spread(t.iter().map(Throughput::producer_cpu_per_record)),
                 reader_cpu: spread(t.iter().map(Throughput::reader_cpu_per_record)),
+                producer_sleeps: spread(t.iter().map(|t| t.sleeps_per_s().0)),
+                reader_sleeps: spread(t.iter().map(|t| t.sleeps_per_s().1)),
             })
         }
         Sample::RoundTrip(_) => {
@@ -260,8 +267,8 @@ impl Results {
         if !tput.is_empty() {
             m.push_str(
                 "### Throughput (one reader; validated and checksummed; median (min–max))\n\n\
-                 | payload | transport | records/s | GB/s | vs uds | CPU ns/record (producer / reader) | probe | note |\n\
-                 | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |\n",
+                 | payload | transport | records/s | GB/s | vs uds | CPU ns/record (producer / reader) | sleeps/s (producer / reader) | probe | note |\n\
+                 | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
             );
             for (c, s) in &tput {
                 let Kind::Throughput { payload } = c.kind else {
@@ -274,6 +281,8 @@ impl Results {
                     lost_pct,
                     producer_cpu,
                     reader_cpu,
+                    producer_sleeps,
+                    reader_sleeps,
                 } = s
                 else {
                     continue;
@@ -292,12 +301,14 @@ impl Results {
                 };
                 let _ = writeln!(
                     m,
-                    "| {payload} B | {} | {} | {} | {ratio} | {:.1} / {:.1} | {} | {note} |",
+                    "| {payload} B | {} | {} | {} | {ratio} | {:.1} / {:.1} | {} / {} | {} | {note} |",
                     c.transport.name(),
                     cell(*records, si),
                     cell(*gb, |v| format!("{v:.2}")),
                     producer_cpu.median,
                     reader_cpu.median,
+                    si(producer_sleeps.median).trim_end(),
+                    si(reader_sleeps.median).trim_end(),
                     cell(self.probe(c), ns),
                 );
             }
@@ -511,6 +522,10 @@ struct CaseJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     reader_cpu_ns_per_record: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    producer_sleeps_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reader_sleeps_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     p50_ns: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     p99_ns: Option<f64>,
@@ -553,6 +568,8 @@ impl CaseJson {
             lost_percent: None,
             producer_cpu_ns_per_record: None,
             reader_cpu_ns_per_record: None,
+            producer_sleeps_per_s: None,
+            reader_sleeps_per_s: None,
             p50_ns: None,
             p99_ns: None,
             p999_ns: None,
@@ -578,8 +595,12 @@ impl CaseJson {
                     lost_pct,
                     producer_cpu,
                     reader_cpu,
+                    producer_sleeps,
+                    reader_sleeps,
                 },
             ) => {
+                j.producer_sleeps_per_s = Some(producer_sleeps.median);
+                j.reader_sleeps_per_s = Some(reader_sleeps.median);
                 j.producer_cpu_ns_per_record = Some(producer_cpu.median);
                 j.reader_cpu_ns_per_record = Some(reader_cpu.median);
                 j.kind = "throughput";

@@ -101,6 +101,7 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
 
     let mut sent = Tally::default();
     let cpu0 = thread_cpu_ns();
+    let sleeps0 = voluntary_switches()?;
     let start = mono_ns();
     let t0 = Instant::now();
     let mut i = 0u64;
@@ -114,6 +115,7 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
     commit(&mut p)?;
     let producer_end = mono_ns();
     let producer_cpu_ns = thread_cpu_ns() - cpu0;
+    let producer_sleeps = voluntary_switches()? - sleeps0;
     p.close();
     let got = ended_after(child.report()?, start)?;
     child.finish()?;
@@ -145,6 +147,8 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
         lost: got.tally.lost,
         producer_cpu_ns,
         reader_cpu_ns: got.cpu_ns,
+        producer_sleeps,
+        reader_sleeps: got.nvcsw,
     })
 }
 
@@ -171,6 +175,7 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     let mut chk = Checker::new(args.payload)?;
     send_ready(&mut sock)?;
     let cpu0 = thread_cpu_ns();
+    let sleeps0 = voluntary_switches()?;
     loop {
         let batch = match r.recv(RECV_MAX) {
             Ok(b) => b,
@@ -185,7 +190,7 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
         Report {
             tally: chk.tally,
             end_ns,
-            nvcsw: 0,
+            nvcsw: voluntary_switches()? - sleeps0,
             cpu_ns: thread_cpu_ns() - cpu0,
         },
     )

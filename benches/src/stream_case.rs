@@ -24,7 +24,7 @@ use crate::frames::{
     build_frame, frame_buf, frame_len, read_checked, write_frame, FrameReader, BUF_BYTES,
 };
 use crate::measure::Throughput;
-use crate::os::{mono_ns, thread_cpu_ns};
+use crate::os::{mono_ns, thread_cpu_ns, voluntary_switches};
 use crate::payload::{access_index, Checker, Pool, Tally};
 use crate::ring_case::ended_after;
 use crate::stats::{latency_histogram, Percentiles};
@@ -135,6 +135,7 @@ pub fn throughput(kind: StreamKind, payload: usize, ctx: &Ctx) -> Result<Through
     child.expect_ready()?;
     let mut sent = Tally::default();
     let cpu0 = thread_cpu_ns();
+    let sleeps0 = voluntary_switches()?;
     let start = mono_ns();
     let t0 = Instant::now();
     {
@@ -152,6 +153,7 @@ pub fn throughput(kind: StreamKind, payload: usize, ctx: &Ctx) -> Result<Through
     drop(ends.close_tx(kind, &child)?);
     let producer_end = mono_ns();
     let producer_cpu_ns = thread_cpu_ns() - cpu0;
+    let producer_sleeps = voluntary_switches()? - sleeps0;
     let got = ended_after(child.report()?, start)?;
     child.finish()?;
     ensure!(
@@ -169,6 +171,8 @@ pub fn throughput(kind: StreamKind, payload: usize, ctx: &Ctx) -> Result<Through
         lost: 0,
         producer_cpu_ns,
         reader_cpu_ns: got.cpu_ns,
+        producer_sleeps,
+        reader_sleeps: got.nvcsw,
     })
 }
 
@@ -182,6 +186,7 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     let mut chk = Checker::new(args.payload)?;
     send_ready(&mut sock)?;
     let cpu0 = thread_cpu_ns();
+    let sleeps0 = voluntary_switches()?;
     loop {
         while let Some((seq, bytes)) = fr.next_frame()? {
             chk.record(seq, access_index(bytes)?, bytes)?;
@@ -197,7 +202,7 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
         Report {
             tally: chk.tally,
             end_ns,
-            nvcsw: 0,
+            nvcsw: voluntary_switches()? - sleeps0,
             cpu_ns: thread_cpu_ns() - cpu0,
         },
     )

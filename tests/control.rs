@@ -411,3 +411,89 @@ fn a_thousand_connect_disconnect_cycles_leave_no_fd_page_or_slot_behind() {
     assert!(ours < 200, "{ours} fds open in the test process");
     let _ = std::os::fd::AsFd::as_fd(&std::io::stdin()).as_raw_fd();
 }
+
+fn running_as_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: dropping to other uids needs root (CI runs as root)");
+    false
+}
+
+/// Other uids: refused by default at connect (the 0700 folder), refused by SO_PEERCRED when
+/// not on the allow-list, and reading the ring when allowed by uid or by group.
+#[test]
+fn other_uids_are_refused_unless_allowed_and_allowed_ones_stream() {
+    if !running_as_root() {
+        return;
+    }
+    // Default: only our own uid (and root).
+    let svc = Service::start(&["--pace-us", "500"]);
+    let mut c = svc.client(&[
+        "--policy",
+        "lagging",
+        "--records",
+        "100",
+        "--as-uid",
+        "65534",
+    ]);
+    let l = c.line();
+    assert!(
+        l.contains("not_allowed_at_connect=true") && l.contains("uid 65534"),
+        "{l}"
+    );
+    drop(svc);
+    // An allow-list naming uid 65534 and gid 65530.
+    let mut svc = Service::start(&[
+        "--pace-us",
+        "500",
+        "--allow-uid",
+        "65534",
+        "--allow-gid",
+        "65530",
+    ]);
+    let _dog = Watchdog::arm(
+        "other uids",
+        Duration::from_secs(60),
+        vec![svc.proc.child.id()],
+    );
+    for who in [
+        &["--as-uid", "65534"][..],
+        &["--as-uid", "65533", "--group", "65530"][..],
+    ] {
+        let mut args = vec!["--policy", "lagging", "--records", "1000"];
+        args.extend_from_slice(who);
+        let mut c = svc.client(&args);
+        c.expect_prefix("connected");
+        let l = c.line();
+        let n: u64 = l
+            .strip_prefix("records=")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(n >= 1000, "{who:?}: {l}");
+    }
+    // On the 0666 socket, a uid that is neither listed nor in the group connects at the
+    // socket level and is refused by the service, which says why.
+    let mut c = svc.client(&["--policy", "lagging", "--as-uid", "65532"]);
+    let l = c.line();
+    assert!(
+        l.starts_with("refused=Some(NotAllowed)") && l.contains("65532"),
+        "{l}"
+    );
+    // Lossless is rationed to the service's own uid by default.
+    let mut c = svc.client(&[
+        "--policy",
+        "lossless",
+        "--records",
+        "10",
+        "--as-uid",
+        "65534",
+    ]);
+    let l = c.line();
+    assert!(
+        l.starts_with("refused=Some(NotAllowed)") && l.contains("losslessly"),
+        "{l}"
+    );
+    let st = svc.stats();
+    assert!(st.refused >= 1, "{st:?}");
+}

@@ -146,6 +146,17 @@ pub(crate) fn client(args: &[String]) -> anyhow::Result<()> {
         Some("lossless") => Policy::Lossless,
         _ => Policy::Lagging,
     };
+    // Drop privileges first if asked (the tests run as root): become `--as-uid`, with
+    // `--group` supplementary groups and the uid as primary group.
+    if let Some(uid) = arg(args, "--as-uid").and_then(|v| v.parse::<u32>().ok()) {
+        let groups: Vec<nix::unistd::Gid> = nums(args, "--group")
+            .into_iter()
+            .map(nix::unistd::Gid::from_raw)
+            .collect();
+        nix::unistd::setgroups(&groups).context("setgroups")?;
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).context("setgid")?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).context("setuid")?;
+    }
     let opts = ConnectOptions {
         name: "test child".into(),
         policy,
@@ -154,7 +165,16 @@ pub(crate) fn client(args: &[String]) -> anyhow::Result<()> {
     let mut c: Client<Vec<u8>> = match Client::connect(&path, &opts) {
         Ok(c) => c,
         Err(e) => {
-            println!("refused={:?} error={e}", e.disconnect_reason());
+            let not_allowed = matches!(
+                e,
+                firehose_transport::control::client::ClientError::Connect(
+                    firehose_transport::control::peer::ConnectError::NotAllowed { .. }
+                )
+            );
+            println!(
+                "refused={:?} not_allowed_at_connect={not_allowed} error={e}",
+                e.disconnect_reason()
+            );
             return Ok(());
         }
     };

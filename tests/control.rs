@@ -497,3 +497,51 @@ fn other_uids_are_refused_unless_allowed_and_allowed_ones_stream() {
     let st = svc.stats();
     assert!(st.refused >= 1, "{st:?}");
 }
+
+/// The tokio client reads the stream and learns of the service's death without polling.
+#[test]
+fn the_tokio_client_streams_and_learns_of_the_services_death() {
+    use firehose_transport::control::tokio_client::AsyncClient;
+    let mut svc = Service::start(&["--pace-us", "300"]);
+    let path = svc.path.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _dog = Watchdog::arm(
+        "tokio client",
+        Duration::from_secs(30),
+        vec![svc.proc.child.id()],
+    );
+    let mut c = rt
+        .block_on(AsyncClient::<Vec<u8>>::connect(
+            path,
+            opts(Policy::Lossless),
+        ))
+        .unwrap();
+    let mut next = c.inner().next_seq();
+    let mut got = 0;
+    rt.block_on(async {
+        while got < 5000 {
+            let b = c.recv(512).await.unwrap();
+            for e in &b {
+                if let Event::Record(r) = e {
+                    assert_eq!(r.seq(), next);
+                    assert_eq!(r.access().unwrap().as_slice(), payload(r.seq()).as_slice());
+                    next += 1;
+                    got += 1;
+                }
+            }
+        }
+    });
+    svc.proc.kill9();
+    let reason = rt.block_on(async {
+        loop {
+            match c.recv(512).await {
+                Ok(_) => continue,
+                Err(e) => break e.disconnect_reason(),
+            }
+        }
+    });
+    assert_eq!(reason, Some(DisconnectReason::Gone));
+}

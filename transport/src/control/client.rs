@@ -366,10 +366,28 @@ impl<T: Archive> Client<T> {
         deadline: Option<Instant>,
     ) -> Result<Batch<'_, T>, ClientError> {
         loop {
+            match self.step(max)? {
+                Step::Ready => break,
+                Step::WaitSocket => self.wait(deadline, false)?,
+                Step::WaitRing => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    self.wait(deadline, true)?;
+                }
+            }
+        }
+        Ok(self.take_batch())
+    }
+
+    /// One round without blocking: reads the socket, fills a batch from the ring, follows
+    /// a segment switch. Says what to wait for if nothing is ready.
+    pub(crate) fn step(&mut self, max: usize) -> Result<Step, ClientError> {
+        loop {
             self.service_socket()?;
             match self.reader.fill_ready(max) {
                 Ok(0) => {}
-                Ok(_) => break,
+                Ok(_) => return Ok(Step::Ready),
                 Err(ReadError::SegmentEnded { next_epoch, .. }) => {
                     while self
                         .segments
@@ -391,8 +409,7 @@ impl<T: Archive> Client<T> {
                         return Err(self.disconnected_error());
                     }
                     // The switch message is on its way: wait for the socket.
-                    self.wait(deadline, false)?;
-                    continue;
+                    return Ok(Step::WaitSocket);
                 }
                 Err(e @ (ReadError::Closed | ReadError::ProducerGone)) => {
                     if self.disconnected.is_none() {
@@ -415,11 +432,12 @@ impl<T: Archive> Client<T> {
             if self.disconnected.is_some() {
                 return Err(self.disconnected_error());
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            self.wait(deadline, true)?;
+            return Ok(Step::WaitRing);
         }
+    }
+
+    /// Hands out the batch the last [`step`](Self::step) filled (possibly empty).
+    pub(crate) fn take_batch(&mut self) -> Batch<'_, T> {
         let batch = self.reader.current();
         if let Some(last) = batch.iter().last() {
             self.next_seq = match last {
@@ -429,7 +447,7 @@ impl<T: Archive> Client<T> {
                 }
             };
         }
-        Ok(batch)
+        batch
     }
 
     /// Sleeps on the wake pipe (if `ring`) and the socket together.
@@ -584,6 +602,17 @@ pub fn reconnect<T: Archive>(
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// What a client waits for when nothing is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A batch is ready.
+    Ready,
+    /// The ring is empty: sleep on the wake pipe and the socket.
+    WaitRing,
+    /// A segment switch is due on the socket.
+    WaitSocket,
 }
 
 enum PumpError {

@@ -7,4 +7,6 @@ pub mod conn;
 pub mod peer;
 pub mod place;
 pub mod server;
+#[cfg(feature = "tokio")]
+pub mod tokio_client;
 pub mod wire;

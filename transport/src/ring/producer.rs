@@ -106,7 +106,7 @@ struct Slot {
 }
 
 /// Everything a reader in another process needs, to be sent over a Unix socket with
-/// [`ReaderHandoff::send`](crate::handoff::ReaderHandoff::send).
+/// [`send_reader`](crate::handoff::send_reader), or in a control-socket welcome.
 #[derive(Debug)]
 pub struct ReaderFds {
     /// The reader's id on the producer's side.

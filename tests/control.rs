@@ -131,6 +131,7 @@ struct Stats {
     protocol_errors: u64,
     next_seq: u64,
     fds: u64,
+    rss_kib: u64,
 }
 
 impl Stats {
@@ -148,6 +149,7 @@ impl Stats {
                 "protocol_errors" => s.protocol_errors = v,
                 "next_seq" => s.next_seq = v,
                 "fds" => s.fds = v,
+                "rss_kib" => s.rss_kib = v,
                 _ => {}
             }
         }
@@ -544,4 +546,80 @@ fn the_tokio_client_streams_and_learns_of_the_services_death() {
         }
     });
     assert_eq!(reason, Some(DisconnectReason::Gone));
+}
+
+#[test]
+fn a_lossless_reader_that_trickles_is_cut_off_too() {
+    let mut svc = Service::start(&[
+        "--pace-us",
+        "200",
+        "--capacity",
+        "65536",
+        "--window-ms",
+        "200",
+    ]);
+    let _dog = Watchdog::arm(
+        "trickling reader",
+        Duration::from_secs(60),
+        vec![svc.proc.child.id()],
+    );
+    let mut t = svc.client(&["--policy", "lossless", "--trickle"]);
+    t.expect_prefix("connected");
+    assert_eq!(t.line(), "disconnected=Some(TooSlow)");
+    assert!(svc.stats().cut_off >= 1);
+}
+
+#[test]
+fn lossless_readers_over_the_limit_are_told_busy() {
+    let svc = Service::start(&["--pace-us", "1000", "--max-lossless", "1"]);
+    let _dog = Watchdog::arm(
+        "lossless limit",
+        Duration::from_secs(30),
+        vec![svc.proc.child.id()],
+    );
+    let first: Client<Vec<u8>> = Client::connect(&svc.path, &opts(Policy::Lossless)).unwrap();
+    let e = Client::<Vec<u8>>::connect(&svc.path, &opts(Policy::Lossless)).unwrap_err();
+    assert_eq!(e.disconnect_reason(), Some(DisconnectReason::Busy), "{e}");
+    // A lagging reader is still welcome.
+    let _lagging: Client<Vec<u8>> = Client::connect(&svc.path, &opts(Policy::Lagging)).unwrap();
+    drop(first);
+}
+
+#[test]
+fn a_client_reconnects_with_backoff_to_a_restarted_service_and_resumes_after_its_last_seq() {
+    use firehose_transport::control::client::reconnect;
+    use firehose_transport::control::wire::StartAt;
+    let mut svc = Service::start(&["--pace-us", "300"]);
+    let path = svc.path.clone();
+    let _dog = Watchdog::arm(
+        "reconnect",
+        Duration::from_secs(60),
+        vec![svc.proc.child.id()],
+    );
+    let mut c: Client<Vec<u8>> = Client::connect(&path, &opts(Policy::Lagging)).unwrap();
+    read_records(&mut c, 1000);
+    let last = c.next_seq() - 1;
+    svc.proc.kill9();
+    // The service comes back at the same path a little later (its stale socket replaced).
+    let restart = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut p = Proc::spawn(&[
+            "service",
+            "--socket",
+            path.to_str().unwrap(),
+            "--pace-us",
+            "300",
+        ]);
+        p.expect_prefix("ready");
+        p
+    });
+    // Nothing listens for a while: the helper backs off and tries again until it is back.
+    let mut again: Client<Vec<u8>> =
+        reconnect(&svc.path, &opts(Policy::Lagging), last, 50).unwrap();
+    let new_service = restart.join().unwrap();
+    assert_eq!(again.service().pid, new_service.child.id());
+    // It asked to resume after `last` (the records between come from history, once the
+    // service has one), and it reads the new service's stream.
+    assert_eq!(again.start(), StartAt::Seq(last + 1));
+    read_records(&mut again, 100);
 }

@@ -116,7 +116,7 @@ pub(crate) fn service(args: &[String]) -> anyhow::Result<()> {
                 let st = server.stats();
                 let p = producer.lock().unwrap_or_else(|e| e.into_inner());
                 println!(
-                    "stats connections={} readers={} epoch={} cut_off={} refused={} busy={} protocol_errors={} next_seq={} fds={}",
+                    "stats connections={} readers={} epoch={} cut_off={} refused={} busy={} protocol_errors={} next_seq={} fds={} rss_kib={}",
                     server.connection_count(),
                     p.reader_count(),
                     p.segment().epoch(),
@@ -126,6 +126,7 @@ pub(crate) fn service(args: &[String]) -> anyhow::Result<()> {
                     st.protocol_errors,
                     p.committed_seq(),
                     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
+                    rss_kib(),
                 );
                 std::io::stdout().flush()?;
             }
@@ -180,6 +181,18 @@ pub(crate) fn client(args: &[String]) -> anyhow::Result<()> {
     };
     println!("connected reader={}", c.welcome().reader_id);
     std::io::stdout().flush()?;
+    if args.iter().any(|a| a == "--trickle") {
+        // Reads one record every 20 ms: enough to dodge a plain timeout, far too little
+        // to keep up.
+        let reason = loop {
+            match c.recv(1) {
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => break e,
+            }
+        };
+        println!("disconnected={:?}", reason.disconnect_reason());
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--stall") {
         return stall(&mut c);
     }
@@ -258,4 +271,17 @@ fn stall(c: &mut Client<Vec<u8>>) -> anyhow::Result<()> {
     };
     println!("disconnected={:?}", reason.disconnect_reason());
     Ok(())
+}
+
+/// Resident memory of this process, from /proc/self/status.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -133,6 +133,8 @@ pub struct Client<T> {
     disconnected: Option<(DisconnectReason, String)>,
     /// Seq after the last event handed out.
     next_seq: u64,
+    /// Where the hello asked to start.
+    start: StartAt,
 }
 
 impl<T> std::fmt::Debug for Client<T> {
@@ -165,7 +167,17 @@ impl<T: Archive> Client<T> {
             policy: opts.policy,
             start: opts.start,
         });
-        flush(&stream, &mut sm).map_err(io_err)?;
+        match flush(&stream, &mut sm) {
+            Ok(()) => {}
+            // The service may refuse us (not allowed, busy) and close before our hello is
+            // out: its reason is waiting in our receive buffer, so read on.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(e) => return Err(io_err(e)),
+        }
         let deadline = Instant::now() + opts.timeout;
         let mut early = VecDeque::new();
         loop {
@@ -222,6 +234,7 @@ impl<T: Archive> Client<T> {
                             notices: VecDeque::new(),
                             other: VecDeque::new(),
                             disconnected: None,
+                            start: opts.start,
                         };
                         c.stream.set_nonblocking(true).map_err(io_err)?;
                         c.absorb_events();
@@ -245,6 +258,11 @@ impl<T: Archive> Client<T> {
                 });
             }
         }
+    }
+
+    /// Where this connection asked to start.
+    pub fn start(&self) -> StartAt {
+        self.start
     }
 
     /// The service's welcome.

@@ -34,7 +34,8 @@ enum DemoPolicy {
     Lagging,
 }
 
-fn event(seq: u64, now_ns: u64) -> FileEvent {
+/// A synthetic file event for `seq`.
+pub(crate) fn event(seq: u64, now_ns: u64) -> FileEvent {
     let path = format!(
         "/home/user/project/src/module_{:03}/file_{:06}.rs",
         seq % 997,

@@ -1,8 +1,10 @@
 //! `firehosed`, the Firehose service. The file watcher, filters and history arrive with the
-//! service itself; today it runs the ring demo: it streams synthetic file-event records to a
-//! reader process through the shared-memory ring and prints the rates both sides see.
+//! service itself; today it serves the control socket over a ring of synthetic file events
+//! (`serve`), and runs the ring demo (`demo`): synthetic records streamed to a reader
+//! process, with the rates both sides see.
 
 mod demo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Serve the control socket over a ring of synthetic file events (Ctrl-C stops it).
+    Serve(serve::ServeArgs),
     /// Stream synthetic file events to a reader process through the ring and print the rate.
     Demo(demo::DemoArgs),
     /// The reader side of the demo (started by `demo`).
@@ -25,6 +29,7 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
+        Cmd::Serve(args) => serve::run(args),
         Cmd::Demo(args) => demo::run(args),
         Cmd::DemoReader => demo::reader(),
     };

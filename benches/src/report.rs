@@ -194,12 +194,12 @@ fn summarize(runs: &[Run]) -> Option<Summary> {
     }
 }
 
-/// The headline number of a case (records/s, or p50 ns), for ratios.
-fn headline(s: &Summary) -> Option<Spread> {
+/// The headline number of a run (records/s, or p50 ns), for ratios.
+fn headline(s: &Sample) -> Option<f64> {
     match s {
-        Summary::Throughput { records, .. } => Some(*records),
-        Summary::RoundTrip { p50, .. } => Some(*p50),
-        Summary::Idle(_) => None,
+        Sample::Throughput(t) => Some(t.records_per_s()),
+        Sample::RoundTrip(p) => Some(p.p50 as f64),
+        Sample::Idle(_) => None,
     }
 }
 
@@ -230,15 +230,29 @@ impl Results {
             .collect()
     }
 
-    /// The ratio of a case's headline to its baseline's, oriented so that > 1 means the
-    /// case is better (more records/s, or a shorter round trip).
-    fn ratio(&self, sums: &BTreeMap<Case, Summary>, case: &Case) -> Option<f64> {
-        let base = headline(sums.get(&case.baseline()?)?)?.median;
-        let this = headline(sums.get(case)?)?.median;
-        Some(match case.kind {
-            Kind::RoundTrip { .. } => base / this,
-            _ => this / base,
-        })
+    /// The ratios of a case's headline to its baseline's run by run (run k of both in the
+    /// same round, minutes apart at most), oriented so that > 1 means the case is better
+    /// (more records/s, or a shorter round trip).
+    fn paired(&self, case: &Case) -> Option<Spread> {
+        let base = self.cases.get(&case.baseline()?)?;
+        let this = self.cases.get(case)?;
+        let ratios: Vec<f64> = this
+            .iter()
+            .zip(base)
+            .filter_map(|(a, b)| {
+                let (a, b) = (headline(&a.sample)?, headline(&b.sample)?);
+                Some(match case.kind {
+                    Kind::RoundTrip { .. } => b / a,
+                    _ => a / b,
+                })
+            })
+            .collect();
+        Spread::of(&ratios)
+    }
+
+    fn ratio_cell(&self, case: &Case) -> String {
+        self.paired(case)
+            .map_or("—".into(), |s| cell(s, |r| format!("{r:.2}x")))
     }
 
     /// The report: probe, tables, targets. Medians of the runs, (min–max) beside them.
@@ -266,7 +280,8 @@ impl Results {
             .collect();
         if !tput.is_empty() {
             m.push_str(
-                "### Throughput (one reader; validated and checksummed; median (min–max))\n\n\
+                "### Throughput (one reader; validated and checksummed; median (min–max) of the \
+                 runs; vs uds: ratio to the uds run of the same round)\n\n\
                  | payload | transport | records/s | GB/s | vs uds | CPU ns/record (producer / reader) | sleeps/s (producer / reader) | probe | note |\n\
                  | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
             );
@@ -287,9 +302,7 @@ impl Results {
                 else {
                     continue;
                 };
-                let ratio = self
-                    .ratio(&sums, c)
-                    .map_or("—".into(), |r| format!("{r:.2}x"));
+                let ratio = self.ratio_cell(c);
                 let note = if c.transport == Transport::RingLagging {
                     format!(
                         "producer {} rec/s; {:.1}% missed (reported as lagged)",
@@ -321,7 +334,8 @@ impl Results {
             .collect();
         if !rtt.is_empty() {
             m.push_str(
-                "### Round trips (two processes, one record in flight; median of runs)\n\n\
+                "### Round trips (two processes, one record in flight; median of runs; uds p50 / this p50: \
+                 ratio to the uds run of the same round)\n\n\
                  | payload | transport | readers | p50 (min–max) | p99 | p99.9 | max | uds p50 / this p50 | round trips | probe |\n\
                  | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
             );
@@ -339,9 +353,7 @@ impl Results {
                 else {
                     continue;
                 };
-                let ratio = self
-                    .ratio(&sums, c)
-                    .map_or("—".into(), |r| format!("{r:.2}x"));
+                let ratio = self.ratio_cell(c);
                 let ring = matches!(
                     c.transport,
                     Transport::RingLossless | Transport::RingLagging
@@ -408,29 +420,15 @@ impl Results {
             kind,
             transport: Transport::RingLossless,
         };
-        let tput_ratio = |payload, gb: bool| -> Option<f64> {
-            let get = |c: &Case| match sums.get(c)? {
-                Summary::Throughput { records, gb: g, .. } => {
-                    Some(if gb { g.median } else { records.median })
-                }
-                _ => None,
-            };
-            let c = ring(Kind::Throughput { payload });
-            Some(get(&c)? / get(&c.baseline()?)?)
-        };
-        if let Some(r) = tput_ratio(64, false) {
-            out.push((
-                "lossless 64 B records/s ≥ 1.5x uds (goal 2x)".into(),
-                format!("{r:.2}x"),
-                r >= 1.5,
-            ));
-        }
-        if let Some(r) = tput_ratio(1024, true) {
-            out.push((
-                "lossless 1 KiB GB/s ≥ 1.5x uds".into(),
-                format!("{r:.2}x"),
-                r >= 1.5,
-            ));
+        let show = |s: Spread| cell(s, |r| format!("{r:.2}x"));
+        // Same payload on both sides: the records/s ratio is the GB/s ratio.
+        for (payload, what) in [
+            (64, "lossless 64 B records/s ≥ 1.5x uds (goal 2x)"),
+            (1024, "lossless 1 KiB GB/s ≥ 1.5x uds"),
+        ] {
+            if let Some(r) = self.paired(&ring(Kind::Throughput { payload })) {
+                out.push((what.into(), show(r), r.median >= 1.5));
+            }
         }
         for (mode, what, limit) in [
             (
@@ -448,8 +446,12 @@ impl Results {
                 payload: crate::cases::ROUND_TRIP_PAYLOAD,
                 mode,
             });
-            if let Some(r) = self.ratio(sums, &c) {
-                out.push((what.into(), format!("uds/ring = {r:.2}x"), r >= limit));
+            if let Some(r) = self.paired(&c) {
+                out.push((
+                    what.into(),
+                    format!("uds/ring = {}", show(r)),
+                    r.median >= limit,
+                ));
             }
         }
         if let Some(Summary::Idle(i)) = sums.get(&ring(Kind::Idle)) {
@@ -479,7 +481,13 @@ impl Results {
             cores: [self.cores.producer, self.cores.reader],
             cases: sums
                 .iter()
-                .map(|(c, s)| CaseJson::new(c, s, self.ratio(&sums, c), self.probe(c)))
+                .map(|(c, s)| {
+                    let mut j = CaseJson::new(c, s, self.paired(c), self.probe(c));
+                    let runs = self.cases.get(c).map_or(&[][..], Vec::as_slice);
+                    j.values = runs.iter().filter_map(|r| headline(&r.sample)).collect();
+                    j.probes = runs.iter().map(|r| r.probe_ns).collect();
+                    j
+                })
                 .collect(),
         };
         serde_json::to_string_pretty(&doc)
@@ -548,14 +556,20 @@ struct CaseJson {
     min: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max: Option<f64>,
+    /// Run-by-run ratios to the same case on the baseline (uds), > 1 = better.
     #[serde(skip_serializing_if = "Option::is_none")]
-    vs_baseline: Option<f64>,
+    vs_baseline: Option<Spread>,
     /// The cache-line round trip just before each run, ns.
     probe_ns: Spread,
+    /// The headline (`metric`) of each run, in run order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    values: Vec<f64>,
+    /// The probe before each run, in run order.
+    probes: Vec<f64>,
 }
 
 impl CaseJson {
-    fn new(c: &Case, s: &Summary, ratio: Option<f64>, probe_ns: Spread) -> Self {
+    fn new(c: &Case, s: &Summary, ratio: Option<Spread>, probe_ns: Spread) -> Self {
         let mut j = CaseJson {
             transport: c.transport.name(),
             kind: "",
@@ -584,6 +598,8 @@ impl CaseJson {
             max: None,
             vs_baseline: ratio,
             probe_ns,
+            values: Vec::new(),
+            probes: Vec::new(),
         };
         match (c.kind, s) {
             (

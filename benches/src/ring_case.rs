@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use firehose_transport::handoff::{recv_reader, send_reader};
+use firehose_transport::ring::layout::frame_len;
 use firehose_transport::ring::{
     Batch, Event, Policy, Producer, PublishError, ReadError, Reader, RingConfig,
 };
@@ -19,8 +20,16 @@ use crate::os::{mono_ns, proc_voluntary_switches, thread_cpu_ns, voluntary_switc
 use crate::payload::{BenchRecord, Checker, Pool, Tally};
 use crate::stats::{latency_histogram, Percentiles};
 
-/// Most events one receive call hands out in the throughput cases.
-pub const RECV_MAX: usize = 4096;
+/// Bytes of frames one receive call hands out at most in the throughput cases (a lossless
+/// reader releases them at its next call). A sixteenth of the default ring: a reader that
+/// takes the whole ring in one call holds the producer until it has checked all of it.
+pub const RECV_BYTES: usize = 256 << 10;
+
+/// Most events one receive call hands out for `payload`-byte records: [`RECV_BYTES`] worth,
+/// between 16 and 4096.
+pub fn recv_max(payload: usize) -> usize {
+    (RECV_BYTES / frame_len(payload)).clamp(16, 4096)
+}
 /// Records staged between two looks at the clock.
 const CHECK_EVERY: u64 = 256;
 /// The reader's spin budget in the throughput and idle cases: the transport's default.
@@ -173,11 +182,12 @@ pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     let mut r = Reader::<BenchRecord>::open(fds)?;
     r.set_spin(args.spin);
     let mut chk = Checker::new(args.payload)?;
+    let max = recv_max(args.payload);
     send_ready(&mut sock)?;
     let cpu0 = thread_cpu_ns();
     let sleeps0 = voluntary_switches()?;
     loop {
-        let batch = match r.recv(RECV_MAX) {
+        let batch = match r.recv(max) {
             Ok(b) => b,
             Err(ReadError::Closed) => break,
             Err(e) => return Err(e).context("reading the ring"),

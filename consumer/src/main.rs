@@ -161,12 +161,9 @@ fn doctor(cli: &Cli) -> anyhow::Result<()> {
     println!(
         "ring default      4096 KiB, records up to 64 KiB, lossless budget 3 s, 4 lossless readers"
     );
-    match std::fs::symlink_metadata(&path) {
-        Err(_) => {
-            println!("service           not running (no socket): start it with `firehosed serve`");
-            return Ok(());
-        }
-        Ok(_) => {}
+    if std::fs::symlink_metadata(&path).is_err() {
+        println!("service           not running (no socket): start it with `firehosed serve`");
+        return Ok(());
     }
     let opts = ConnectOptions {
         name: "firehose doctor".into(),

@@ -144,6 +144,17 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// What a reader must report for stream records `0..count` of `pool`, all received in
+    /// order: the producers of the throughput cases send exactly those, so they count in
+    /// the timed loop and fold the checksums afterwards.
+    pub fn of_stream(pool: &Pool, count: u64) -> Self {
+        let mut t = Tally::default();
+        for i in 0..count {
+            t.add_sent(pool.sum(i));
+        }
+        t
+    }
+
     /// Counts a record whose checksum the producer side knows from its pool.
     #[inline]
     pub fn add_sent(&mut self, record_sum: u64) {

@@ -108,7 +108,6 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
     drop(fds);
     child.expect_ready()?;
 
-    let mut sent = Tally::default();
     let cpu0 = thread_cpu_ns();
     let sleeps0 = voluntary_switches()?;
     let start = mono_ns();
@@ -117,7 +116,6 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
     while t0.elapsed() < ctx.throughput_time {
         for _ in 0..CHECK_EVERY {
             stage(&mut p, pool.bytes(i))?;
-            sent.add_sent(pool.sum(i));
             i += 1;
         }
     }
@@ -129,6 +127,7 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
     let got = ended_after(child.report()?, start)?;
     child.finish()?;
     drop(p);
+    let sent = Tally::of_stream(&pool, i);
 
     match policy {
         Policy::Lossless => ensure!(

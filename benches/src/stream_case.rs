@@ -133,18 +133,16 @@ pub fn throughput(kind: StreamKind, payload: usize, ctx: &Ctx) -> Result<Through
     )?;
     let ends = Ends::parent(kind, &child)?;
     child.expect_ready()?;
-    let mut sent = Tally::default();
     let cpu0 = thread_cpu_ns();
     let sleeps0 = voluntary_switches()?;
     let start = mono_ns();
     let t0 = Instant::now();
+    let mut i = 0u64;
     {
         let mut w = BufWriter::with_capacity(BUF_BYTES, &ends.tx);
-        let mut i = 0u64;
         while t0.elapsed() < ctx.throughput_time {
             for _ in 0..CHECK_EVERY {
                 write_frame(&mut w, i, pool.bytes(i)).context("writing the stream")?;
-                sent.add_sent(pool.sum(i));
                 i += 1;
             }
         }
@@ -156,6 +154,7 @@ pub fn throughput(kind: StreamKind, payload: usize, ctx: &Ctx) -> Result<Through
     let producer_sleeps = voluntary_switches()? - sleeps0;
     let got = ended_after(child.report()?, start)?;
     child.finish()?;
+    let sent = Tally::of_stream(&pool, i);
     ensure!(
         got.tally == sent,
         "stream reader got {:?}; sent {:?}",

@@ -4,11 +4,12 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
@@ -111,6 +112,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// Checks that the reader's end of stream comes after the producer's `start` (one
+    /// clock for both processes), so the two can be subtracted.
+    ///
+    /// # Errors
+    /// If it does not.
+    pub fn ended_after(self, start: u64) -> Result<Self> {
+        ensure!(
+            self.end_ns > start,
+            "reader ended at {} ns, before the producer started at {start} ns",
+            self.end_ns
+        );
+        Ok(self)
+    }
+
     fn to_words(self) -> [u64; 8] {
         let t = self.tally;
         [
@@ -339,9 +354,19 @@ fn describe(s: ExitStatus) -> String {
 /// # Errors
 /// Whatever the role's run fails with (the parent sees the exit status).
 pub fn main(args: &ChildArgs) -> Result<()> {
+    // Claim the descriptor only if it is an open socket: this subcommand is hidden, but a
+    // person can still run it by hand with any number.
+    let is_socket = args.sock_fd >= 0
+        && std::fs::metadata(format!("/proc/self/fd/{}", args.sock_fd))
+            .is_ok_and(|m| m.file_type().is_socket());
+    ensure!(
+        is_socket,
+        "--sock-fd {} is not an open socket: this subcommand is run by the bench itself",
+        args.sock_fd
+    );
     // SAFETY: the parent spawned this process with `--sock-fd` naming its end of a
-    // socketpair that it left open across exec for us alone; nothing else in this process
-    // knows or owns that descriptor.
+    // socketpair that it left open across exec for us alone (checked above to be an open
+    // socket); nothing else in this process knows or owns that descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(args.sock_fd) };
     fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("inherited socket")?;
     pin_to_core(args.core)?;

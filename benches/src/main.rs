@@ -52,6 +52,7 @@ fn main() -> Result<()> {
             cores.producer
         );
     }
+    anyhow::ensure!(cli.runs != Some(0), "--runs must be at least 1");
     let (ctx, runs) = if cli.quick {
         (Ctx::quick(cores), cli.runs.unwrap_or(2))
     } else {

@@ -124,7 +124,7 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
     let producer_cpu_ns = thread_cpu_ns() - cpu0;
     let producer_sleeps = voluntary_switches()? - sleeps0;
     p.close();
-    let got = ended_after(child.report()?, start)?;
+    let got = child.report()?.ended_after(start)?;
     child.finish()?;
     drop(p);
     let sent = Tally::of_stream(&pool, i);
@@ -158,17 +158,6 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
         producer_sleeps,
         reader_sleeps: got.nvcsw,
     })
-}
-
-/// Checks that a reader's end of stream comes after the producer's start (one clock for
-/// both processes), so the two can be subtracted.
-pub(crate) fn ended_after(report: Report, start: u64) -> Result<Report> {
-    ensure!(
-        report.end_ns > start,
-        "reader ended at {} ns, before the producer started at {start} ns",
-        report.end_ns
-    );
-    Ok(report)
 }
 
 /// The throughput reader (child side).

@@ -26,7 +26,6 @@ use crate::frames::{
 use crate::measure::Throughput;
 use crate::os::{mono_ns, thread_cpu_ns, voluntary_switches};
 use crate::payload::{access_index, Checker, Pool, Tally};
-use crate::ring_case::ended_after;
 use crate::stats::{latency_histogram, Percentiles};
 
 /// Records written between two looks at the clock.
@@ -152,7 +151,7 @@ pub fn throughput(kind: StreamKind, payload: usize, ctx: &Ctx) -> Result<Through
     let producer_end = mono_ns();
     let producer_cpu_ns = thread_cpu_ns() - cpu0;
     let producer_sleeps = voluntary_switches()? - sleeps0;
-    let got = ended_after(child.report()?, start)?;
+    let got = child.report()?.ended_after(start)?;
     child.finish()?;
     let sent = Tally::of_stream(&pool, i);
     ensure!(

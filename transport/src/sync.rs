@@ -103,3 +103,22 @@ pub(crate) fn backoff(spins: &mut u32) {
         }
     }
 }
+
+/// One step of a wait loop while the other side is known to be making progress: spin, then
+/// yield, never sleep.
+pub(crate) fn backoff_active(spins: &mut u32) {
+    #[cfg(firehose_loom)]
+    {
+        let _ = spins;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(firehose_loom))]
+    {
+        *spins = spins.saturating_add(1);
+        if *spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}

@@ -120,7 +120,8 @@ impl Walk {
                     break;
                 }
             };
-            let ring_off = at % self.cap;
+            // `cap` is a power of two: a mask, not a divide (measured: 40% of a 64 B drain).
+            let ring_off = at & (self.cap - 1);
             if h.kind == FrameKind::Padding {
                 // Padding ends exactly at the end of the data area; its bytes are not needed.
                 let flen = (h.payload_len as u64).saturating_add(FRAME_HEADER as u64);
@@ -653,10 +654,10 @@ impl<T: Archive> Reader<T> {
         let word = |o: usize| -> u64 {
             // Relaxed: published by the Acquire load of the write cursor; the producer does
             // not write these bytes until we release them.
-            data[(((pos + o as u64) % cap) / 8) as usize].load(Ordering::Relaxed)
+            data[(((pos + o as u64) & (cap - 1)) / 8) as usize].load(Ordering::Relaxed)
         };
         self.walk
-            .walk(have, avail, max, word, |o| (pos + o as u64) % cap);
+            .walk(have, avail, max, word, |o| (pos + o as u64) & (cap - 1));
     }
 
     /// Copies up to a quarter of the ring, checks the copy against the reserve cursor and
@@ -723,7 +724,7 @@ impl<T: Archive> Reader<T> {
                 }
             }
             let Some((p, q)) = choice else { return false };
-            let i = ((p % cap) / 8) as usize;
+            let i = ((p & (cap - 1)) / 8) as usize;
             // Relaxed: validated by the reserve check and the seq comparison below.
             let w0 = data[i].load(Ordering::Relaxed);
             let s = data[i + 1].load(Ordering::Relaxed);
@@ -784,7 +785,7 @@ thread_local! {
 /// word with Relaxed atomic loads, splitting at the wrap.
 #[inline]
 fn copy_words(data: &[AtomicU64], pos: u64, cap: u64, buf: &mut [Block], n: usize) {
-    let start = ((pos % cap) / 8) as usize;
+    let start = ((pos & (cap - 1)) / 8) as usize;
     let words = n / 8;
     let first = words.min(data.len() - start);
     let dst = blocks_as_words(buf);

@@ -491,10 +491,15 @@ impl<T: Archive> Client<T> {
                     fds.push(PollFd::new(w, PollFlags::POLLIN));
                 }
             }
-            poll(&mut fds, timeout)
+            let r = poll(&mut fds, timeout);
+            let wake_readable = fds
+                .get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| r.intersects(PollFlags::POLLIN));
+            r.map(|_| wake_readable)
         };
         if sleeping {
-            self.reader.finish_wait();
+            self.reader.finish_wait(*r.as_ref().unwrap_or(&false));
         }
         match r {
             Ok(_) | Err(Errno::EINTR) => Ok(()),

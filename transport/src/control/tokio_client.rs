@@ -83,11 +83,15 @@ impl<T: Archive> AsyncClient<T> {
         loop {
             match self.inner.step(max)? {
                 Step::Ready => break,
-                Step::WaitSocket => self.readable(false).await?,
+                Step::WaitSocket => {
+                    self.readable(false).await?;
+                }
                 Step::WaitRing => {
                     if self.inner.reader_mut().prepare_wait() {
                         let r = self.readable(true).await;
-                        self.inner.reader_mut().finish_wait();
+                        self.inner
+                            .reader_mut()
+                            .finish_wait(*r.as_ref().unwrap_or(&false));
                         r?;
                     }
                 }
@@ -96,17 +100,23 @@ impl<T: Archive> AsyncClient<T> {
         Ok(self.inner.take_batch())
     }
 
-    /// Waits until the socket (or, with `ring`, the wake pipe) is readable.
-    async fn readable(&self, ring: bool) -> Result<(), ClientError> {
+    /// Waits until the socket (or, with `ring`, the wake pipe) is readable. Returns true if
+    /// it was the wake pipe.
+    async fn readable(&self, ring: bool) -> Result<bool, ClientError> {
         let io = |source| ClientError::Io {
             path: PathBuf::new(),
             source,
         };
         let wake = self.wake.as_ref().filter(|_| ring);
-        tokio::select! {
-            r = self.sock.readable() => r.map_err(io)?.clear_ready(),
-            r = async { wake.expect("guarded").readable().await }, if wake.is_some() => r.map_err(io)?.clear_ready(),
-        }
-        Ok(())
+        Ok(tokio::select! {
+            r = self.sock.readable() => {
+                r.map_err(io)?.clear_ready();
+                false
+            }
+            r = async { wake.expect("guarded").readable().await }, if wake.is_some() => {
+                r.map_err(io)?.clear_ready();
+                true
+            }
+        })
     }
 }

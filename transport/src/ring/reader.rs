@@ -419,7 +419,8 @@ impl<T: Archive> Reader<T> {
                     .wake
                     .wait(timeout_ms)
                     .map_err(|e| ReadError::Wait(e.kind()));
-                self.finish_wait();
+                // `wait` drained the byte that woke it: only lower the flag.
+                self.end_sleep();
                 if woken? == Woken::Hangup {
                     self.fill(max)?;
                     if self.walk.entries.is_empty() {
@@ -457,7 +458,6 @@ impl<T: Archive> Reader<T> {
     /// Releases held frames first, so a sleeping lossless reader never holds the producer.
     pub fn prepare_wait(&mut self) -> bool {
         self.release();
-        self.wake.clear();
         let hdr = self.seg.header();
         let flag = &self.cursor.page().sleeping.0;
         // Relaxed: ordered by the fence below.
@@ -475,8 +475,18 @@ impl<T: Archive> Reader<T> {
         !moved
     }
 
-    /// Ends a sleep begun with [`prepare_wait`](Self::prepare_wait).
-    pub fn finish_wait(&mut self) {
+    /// Ends a sleep begun with [`prepare_wait`](Self::prepare_wait). Pass whether `poll`
+    /// reported the wake fd readable: if so, the wake bytes are read away (one read, which
+    /// cannot block: only this reader reads the pipe). Pass `false` if something else woke
+    /// the caller; a byte that arrives later makes the next sleep return at once, harmlessly.
+    pub fn finish_wait(&mut self, wake_fd_readable: bool) {
+        self.end_sleep();
+        if wake_fd_readable {
+            self.wake.clear();
+        }
+    }
+
+    fn end_sleep(&mut self) {
         // Relaxed: the flag is a hint for the producer; a stale 1 costs one spare wake byte.
         self.cursor.page().sleeping.0.store(0, Ordering::Relaxed);
     }

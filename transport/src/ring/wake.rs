@@ -34,15 +34,19 @@ mod imp {
             self.0.as_ref().map(|f| f.as_fd())
         }
 
+        /// The reader's end stays blocking: a wait without a deadline is then one blocking
+        /// `read`, which both sleeps and drains (one syscall per wake, as a blocking socket
+        /// read). Only this reader reads it, so after `poll` says readable a read cannot block.
         pub(crate) fn from_fd(fd: OwnedFd) -> std::io::Result<Self> {
-            crate::sys::pipe::set_nonblocking(&fd)?;
+            crate::sys::pipe::set_blocking(&fd)?;
             Ok(WakeRx(Some(fd)))
         }
 
-        /// Reads away pending wake bytes.
+        /// Reads away pending wake bytes; only call it when the pipe is readable (the fd is
+        /// blocking).
         pub(crate) fn clear(&self) {
             if let Some(fd) = &self.0 {
-                crate::sys::pipe::drain(fd.as_fd());
+                crate::sys::pipe::read_once(fd.as_fd());
             }
         }
 
@@ -53,19 +57,24 @@ mod imp {
                 std::thread::yield_now();
                 return Ok(Woken::Maybe);
             };
+            if timeout_ms < 0 {
+                // Sleep and drain in one syscall.
+                return Ok(match crate::sys::pipe::read_once(fd.as_fd()) {
+                    Some(0) => Woken::Hangup,
+                    _ => Woken::Maybe,
+                });
+            }
             use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
             let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            let timeout = if timeout_ms < 0 {
-                PollTimeout::NONE
-            } else {
-                PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX)
-            };
+            let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX);
             match poll(&mut pfd, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
             let revents = pfd[0].revents().unwrap_or(PollFlags::empty());
             if revents.contains(PollFlags::POLLIN) {
+                // Readable, and only we read it: this read does not block.
+                crate::sys::pipe::read_once(fd.as_fd());
                 return Ok(Woken::Maybe);
             }
             if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
@@ -81,6 +90,7 @@ mod imp {
             return Ok((WakeTx(None), WakeRx(None)));
         }
         let (r, w) = crate::sys::pipe::wake_pipe()?;
+        crate::sys::pipe::set_blocking(&r)?;
         Ok((WakeTx(Some(w)), WakeRx(Some(r))))
     }
 

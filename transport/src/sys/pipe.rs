@@ -29,20 +29,22 @@ pub(crate) fn wake(w: BorrowedFd<'_>) {
     }
 }
 
-/// Reads and discards every pending wake byte.
-pub(crate) fn drain(r: BorrowedFd<'_>) {
+/// One read of up to 64 wake bytes (blocking if the fd is blocking and the pipe empty).
+/// Returns the byte count (0: the write end is closed), or `None` on an error.
+pub(crate) fn read_once(r: BorrowedFd<'_>) -> Option<usize> {
     let mut buf = [0u8; 64];
     loop {
         match nix::unistd::read(r, &mut buf) {
-            Ok(n) if n == buf.len() => continue,
+            Ok(n) => return Some(n),
             Err(Errno::EINTR) => continue,
-            _ => return,
+            Err(_) => return None,
         }
     }
 }
 
-/// Sets `O_NONBLOCK` on an fd received from elsewhere (the reader's own end).
-pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+/// Clears `O_NONBLOCK` on the reader's own end of its wake pipe (a separate open file
+/// description from the producer's write end, which stays non-blocking).
+pub(crate) fn set_blocking(fd: impl AsFd) -> io::Result<()> {
     let raw = fd.as_fd().as_raw_fd();
     // SAFETY: F_GETFL/F_SETFL on a valid fd borrowed for the duration of the call have no
     // memory-safety preconditions.
@@ -51,7 +53,7 @@ pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: as above.
-    if unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    if unsafe { libc::fcntl(raw, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -359,10 +359,16 @@ impl<T: Archive> Server<T> {
 
     fn read_conn(&mut self, token: u64) {
         let mut buf = [0u8; 16 << 10];
-        loop {
+        // At most 64 KiB per connection per round, so a peer that floods us cannot starve
+        // the others; what it sent more waits for the next round.
+        for _ in 0..4 {
             let Some(c) = self.conns.get_mut(&token) else {
                 return;
             };
+            if c.sm.is_closing() {
+                // Nothing it says matters any more; its last message is on the way out.
+                break;
+            }
             // A plain read: no control buffer, so fds a client sends are discarded by the
             // kernel and never enter our fd table.
             match c.stream.read(&mut buf) {

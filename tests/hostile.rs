@@ -227,10 +227,8 @@ fn a_reader_that_never_drains_its_wake_fd_does_not_block_the_producer() {
     // The pipe is full (64 KiB of wake bytes at most), and nothing blocked. (The reader's
     // end is blocking; count without blocking.)
     // SAFETY: F_SETFL on an fd we own.
-    assert_eq!(
-        unsafe { libc::fcntl(wake.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) },
-        0
-    );
+    let r = unsafe { libc::fcntl(wake.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    assert_eq!(r, 0);
     let mut n = 0usize;
     let mut buf = [0u8; 4096];
     while let Ok(k) = nix::unistd::read(wake.as_fd(), &mut buf) {

@@ -13,9 +13,23 @@ use firehose_transport::ring::Policy;
 
 use crate::measure::{Run, Sample};
 use crate::os::Cores;
+use crate::peer::Peer;
 use crate::probe::cache_line_rtt;
-use crate::ring_case;
 use crate::stream_case::{self, StreamKind};
+use crate::{connect_case, local_case, paced, ring_case};
+
+/// `10k/s`, `100k/s`, or `saturation` for a rate of 0.
+pub fn rate_name(rate: u32) -> String {
+    match rate {
+        0 => "saturation".into(),
+        r if r % 1000 == 0 => format!("{}k/s", r / 1000),
+        r => format!("{r}/s"),
+    }
+}
+
+/// The payload of the paced cases (CPU, fan-out) and of connects: about a file event
+/// (a 62-byte path archives to 128 B).
+pub const PACED_PAYLOAD: usize = 128;
 
 /// What carries the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +42,18 @@ pub enum Transport {
     Pipe,
     /// The Firehose ring, a lagging reader.
     RingLagging,
+    /// A crossbeam bounded channel between two threads of one process.
+    Crossbeam,
+    /// A bare ring in shared memory: memcpy in, sum of u64 words out, nothing else.
+    HandRing,
+    /// Single-thread memcpy (the physical ceiling; reported only).
+    Memcpy,
+    /// iceoryx2 publish-subscribe, one sample per record.
+    Iceoryx2,
+    /// iceoryx2 publish-subscribe, one slice sample per batch of frames.
+    Iceoryx2Batched,
+    /// The same paced loop handing records off in-process (CPU cases only).
+    InProcess,
 }
 
 impl Transport {
@@ -41,17 +67,35 @@ impl Transport {
             Transport::RingLagging => "firehose-lagging",
             Transport::Uds => "uds",
             Transport::Pipe => "pipe",
+            Transport::Crossbeam => "crossbeam",
+            Transport::HandRing => "hand-ring",
+            Transport::Memcpy => "memcpy",
+            Transport::Iceoryx2 => "iceoryx2",
+            Transport::Iceoryx2Batched => "iceoryx2-batched",
+            Transport::InProcess => "in-process",
         }
+    }
+
+    /// An iceoryx2 row (needs the peer crate).
+    pub fn is_iceoryx2(self) -> bool {
+        matches!(self, Transport::Iceoryx2 | Transport::Iceoryx2Batched)
+    }
+
+    /// A Firehose ring row.
+    pub fn is_ring(self) -> bool {
+        matches!(self, Transport::RingLossless | Transport::RingLagging)
     }
 }
 
 /// How a waiting reader waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum ReaderMode {
     /// Busy-polls (ring: a large spin budget; socket: non-blocking reads in a loop).
     Spin,
     /// Sleeps (ring: spin budget zero, the wake pipe; socket: blocking reads).
     Sleep,
+    /// Looks once per 16 ms frame (a GUI): ring `try_recv`, socket non-blocking reads.
+    Frame,
 }
 
 impl ReaderMode {
@@ -60,6 +104,7 @@ impl ReaderMode {
         match self {
             ReaderMode::Spin => "spin",
             ReaderMode::Sleep => "sleep",
+            ReaderMode::Frame => "frame",
         }
     }
 }
@@ -81,6 +126,66 @@ pub enum Kind {
     },
     /// Voluntary context switches of a producer and a sleeping reader with nothing to do.
     Idle,
+    /// Single-thread memcpy bandwidth over blocks of this size.
+    Memcpy {
+        /// Bytes per copy.
+        block: usize,
+    },
+    /// One-way latency from publish to read (the publish time travels in the payload).
+    Latency {
+        /// Archived bytes per record.
+        payload: usize,
+        /// Offered records/s; 0: saturation (as fast as the producer can, batched).
+        rate: u32,
+        /// How the reader waits.
+        mode: ReaderMode,
+    },
+    /// CPU time of both processes per delivered record at a paced rate (1 ms ticks).
+    Cpu {
+        /// Offered records/s.
+        rate: u32,
+        /// How the reader waits.
+        mode: ReaderMode,
+    },
+    /// The producer's CPU per record at a paced rate with several lossless readers.
+    FanOut {
+        /// Offered records/s.
+        rate: u32,
+        /// Reader processes.
+        readers: u32,
+        /// How the readers wait.
+        mode: ReaderMode,
+    },
+    /// Connect, handshake and first record over the control socket.
+    Connect,
+    /// An idle reader learning of the service's death (SIGKILL).
+    Death,
+}
+
+impl Kind {
+    /// The reader mode of the kind, if it has one.
+    pub fn mode(&self) -> Option<ReaderMode> {
+        match *self {
+            Kind::RoundTrip { mode, .. }
+            | Kind::Latency { mode, .. }
+            | Kind::Cpu { mode, .. }
+            | Kind::FanOut { mode, .. } => Some(mode),
+            _ => None,
+        }
+    }
+
+    /// The payload of the kind, if it has one.
+    pub fn payload(&self) -> Option<usize> {
+        match *self {
+            Kind::Throughput { payload }
+            | Kind::RoundTrip { payload, .. }
+            | Kind::Latency { payload, .. } => Some(payload),
+            Kind::Memcpy { block } => Some(block),
+            Kind::Cpu { .. } | Kind::FanOut { .. } => Some(PACED_PAYLOAD),
+            Kind::Connect | Kind::Death => Some(PACED_PAYLOAD),
+            Kind::Idle => None,
+        }
+    }
 }
 
 /// One row of the report.
@@ -105,15 +210,55 @@ impl Case {
                 mode.name()
             ),
             Kind::Idle => format!("idle {}", self.transport.name()),
+            Kind::Memcpy { block } => format!("memcpy {block} B blocks"),
+            Kind::Latency {
+                payload,
+                rate,
+                mode,
+            } => format!(
+                "latency {} {payload} B {} {}",
+                self.transport.name(),
+                rate_name(rate),
+                mode.name()
+            ),
+            Kind::Cpu { rate, mode } => format!(
+                "cpu {} {} {}",
+                self.transport.name(),
+                rate_name(rate),
+                mode.name()
+            ),
+            Kind::FanOut {
+                rate,
+                readers,
+                mode,
+            } => format!(
+                "fan-out {} {} {readers} readers {}",
+                self.transport.name(),
+                rate_name(rate),
+                mode.name()
+            ),
+            Kind::Connect => format!("connect {}", self.transport.name()),
+            Kind::Death => format!("death {}", self.transport.name()),
+        }
+    }
+
+    /// The same measurement on `transport`.
+    pub fn on(&self, transport: Transport) -> Case {
+        Case {
+            kind: self.kind,
+            transport,
         }
     }
 
     /// The same measurement on the baseline transport, if this is not it.
     pub fn baseline(&self) -> Option<Case> {
-        (self.transport != Transport::BASELINE && self.kind != Kind::Idle).then_some(Case {
-            kind: self.kind,
-            transport: Transport::BASELINE,
-        })
+        (self.transport != Transport::BASELINE
+            && !matches!(
+                self.kind,
+                Kind::Idle | Kind::Memcpy { .. } | Kind::Connect | Kind::Death
+            )
+            && self.transport != Transport::InProcess)
+            .then_some(self.on(Transport::BASELINE))
     }
 
     /// Runs the case once.
@@ -149,6 +294,49 @@ impl Case {
                 stream_case::round_trip(StreamKind::Pipe, payload, mode, ctx)?,
             ),
             (RingLossless, Kind::Idle) => Sample::Idle(ring_case::idle(ctx)?),
+            (Crossbeam, Kind::Throughput { payload }) => {
+                Sample::Throughput(local_case::crossbeam(payload, ctx)?)
+            }
+            (HandRing, Kind::Throughput { payload }) => {
+                Sample::Throughput(local_case::hand_ring(payload, ctx)?)
+            }
+            (Memcpy, Kind::Memcpy { block }) => Sample::Throughput(local_case::memcpy(block, ctx)?),
+            (Iceoryx2 | Iceoryx2Batched, Kind::Throughput { payload }) => Sample::Throughput(
+                ctx.peer()?
+                    .throughput(payload, self.transport == Iceoryx2Batched, ctx)?,
+            ),
+            (Iceoryx2, Kind::RoundTrip { payload, mode }) => {
+                Sample::RoundTrip(ctx.peer()?.round_trip(payload, mode, ctx)?)
+            }
+            (
+                Iceoryx2,
+                Kind::Latency {
+                    payload,
+                    rate,
+                    mode,
+                },
+            ) => Sample::Latency(ctx.peer()?.latency(payload, rate, mode, ctx)?),
+            (
+                RingLossless | Uds,
+                Kind::Latency {
+                    payload,
+                    rate,
+                    mode,
+                },
+            ) => Sample::Latency(paced::latency(self.transport, payload, rate, mode, ctx)?),
+            (RingLossless | Uds | InProcess, Kind::Cpu { rate, mode }) => {
+                Sample::Cpu(paced::cpu(self.transport, rate, 1, mode, ctx)?)
+            }
+            (
+                RingLossless | Uds,
+                Kind::FanOut {
+                    rate,
+                    readers,
+                    mode,
+                },
+            ) => Sample::Cpu(paced::cpu(self.transport, rate, readers, mode, ctx)?),
+            (RingLagging, Kind::Connect) => Sample::RoundTrip(connect_case::connect(ctx)?),
+            (RingLagging, Kind::Death) => Sample::RoundTrip(connect_case::death(ctx)?),
             (t, k) => bail!("no {k:?} case for {}", t.name()),
         })
     }
@@ -167,28 +355,64 @@ pub struct Ctx {
     pub warmup: Duration,
     /// How long the idle case idles.
     pub idle_time: Duration,
+    /// How long a latency run publishes.
+    pub latency_time: Duration,
+    /// How long a paced CPU or fan-out run publishes.
+    pub cpu_time: Duration,
+    /// How long one memcpy run copies.
+    pub memcpy_time: Duration,
+    /// Timed connects per connect run.
+    pub connects: u64,
+    /// Service deaths per death run.
+    pub deaths: u64,
+    /// The iceoryx2 peer, or why it is not there.
+    pub peer: Result<Peer, String>,
+}
+
+impl Ctx {
+    /// The iceoryx2 peer.
+    ///
+    /// # Errors
+    /// Why it could not be built.
+    pub fn peer(&self) -> Result<&Peer> {
+        self.peer
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("iceoryx2 peer not built: {e}"))
+    }
 }
 
 impl Ctx {
     /// The `--quick` settings (well under a minute in all).
-    pub fn quick(cores: Cores) -> Self {
+    pub fn quick(cores: Cores, peer: Result<Peer, String>) -> Self {
         Ctx {
             cores,
-            throughput_time: Duration::from_millis(250),
-            round_trip_time: Duration::from_millis(300),
+            throughput_time: Duration::from_millis(150),
+            round_trip_time: Duration::from_millis(150),
             warmup: Duration::from_millis(20),
             idle_time: Duration::from_secs(2),
+            latency_time: Duration::from_millis(200),
+            cpu_time: Duration::from_millis(400),
+            memcpy_time: Duration::from_millis(50),
+            connects: 30,
+            deaths: 3,
+            peer,
         }
     }
 
     /// The full settings (a few minutes in all).
-    pub fn full(cores: Cores) -> Self {
+    pub fn full(cores: Cores, peer: Result<Peer, String>) -> Self {
         Ctx {
             cores,
-            throughput_time: Duration::from_secs(1),
-            round_trip_time: Duration::from_secs(1),
+            throughput_time: Duration::from_millis(700),
+            round_trip_time: Duration::from_millis(700),
             warmup: Duration::from_millis(50),
             idle_time: Duration::from_secs(10),
+            latency_time: Duration::from_millis(800),
+            cpu_time: Duration::from_millis(1500),
+            memcpy_time: Duration::from_millis(200),
+            connects: 200,
+            deaths: 10,
+            peer,
         }
     }
 }
@@ -199,8 +423,16 @@ const PROBE_PER_SAMPLE: u64 = 200;
 
 /// The payload sizes of the throughput cases.
 pub const THROUGHPUT_PAYLOADS: [usize; 4] = [64, 256, 1024, 4096];
-/// The payload size of the round trips.
+/// The payload size of the round trips and the latency cases.
 pub const ROUND_TRIP_PAYLOAD: usize = 64;
+/// The block sizes of the memcpy ceiling.
+pub const MEMCPY_BLOCKS: [usize; 2] = [4096, 1 << 20];
+/// The offered rates of the latency cases (0: saturation).
+pub const LATENCY_RATES: [u32; 3] = [10_000, 100_000, 0];
+/// The offered rates of the CPU cases.
+pub const CPU_RATES: [u32; 2] = [10_000, 100_000];
+/// The offered rate of the fan-out cases.
+pub const FAN_OUT_RATE: u32 = 100_000;
 
 /// The order cases run in: every case once per round, rounds repeated, ring and socket
 /// alternating within a round so that drift in the machine hits both alike.
@@ -215,38 +447,84 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every case, `runs` rounds.
-    pub fn new(runs: usize) -> Self {
+    /// Every case, `runs` rounds; `quick` leaves out the fan-out with sleeping readers.
+    pub fn new(runs: usize, quick: bool) -> Self {
+        use Transport::*;
         let mut round = Vec::new();
-        for payload in THROUGHPUT_PAYLOADS {
-            for transport in [
-                Transport::RingLossless,
-                Transport::Uds,
-                Transport::RingLagging,
-                Transport::Pipe,
-            ] {
-                round.push(Case {
-                    kind: Kind::Throughput { payload },
-                    transport,
-                });
+        let mut add = |kind: Kind, transports: &[Transport]| {
+            for &transport in transports {
+                round.push(Case { kind, transport });
             }
+        };
+        for payload in THROUGHPUT_PAYLOADS {
+            add(
+                Kind::Throughput { payload },
+                &[
+                    RingLossless,
+                    Uds,
+                    Iceoryx2,
+                    HandRing,
+                    RingLagging,
+                    Pipe,
+                    Crossbeam,
+                    Iceoryx2Batched,
+                ],
+            );
+        }
+        for block in MEMCPY_BLOCKS {
+            add(Kind::Memcpy { block }, &[Memcpy]);
         }
         for mode in [ReaderMode::Spin, ReaderMode::Sleep] {
-            for transport in [Transport::RingLossless, Transport::Uds, Transport::Pipe] {
-                round.push(Case {
-                    kind: Kind::RoundTrip {
-                        payload: ROUND_TRIP_PAYLOAD,
-                        mode,
-                    },
-                    transport,
-                });
+            let kind = Kind::RoundTrip {
+                payload: ROUND_TRIP_PAYLOAD,
+                mode,
+            };
+            add(kind, &[RingLossless, Uds, Pipe, Iceoryx2]);
+        }
+        for rate in LATENCY_RATES {
+            for mode in [ReaderMode::Spin, ReaderMode::Sleep] {
+                let kind = Kind::Latency {
+                    payload: ROUND_TRIP_PAYLOAD,
+                    rate,
+                    mode,
+                };
+                add(kind, &[RingLossless, Uds, Iceoryx2]);
             }
         }
+        for rate in CPU_RATES {
+            for mode in [ReaderMode::Frame, ReaderMode::Sleep] {
+                add(Kind::Cpu { rate, mode }, &[RingLossless, Uds, InProcess]);
+            }
+        }
+        let fan_modes: &[ReaderMode] = if quick {
+            &[ReaderMode::Frame]
+        } else {
+            &[ReaderMode::Frame, ReaderMode::Sleep]
+        };
+        for &mode in fan_modes {
+            for readers in 1..=3 {
+                let kind = Kind::FanOut {
+                    rate: FAN_OUT_RATE,
+                    readers,
+                    mode,
+                };
+                add(kind, &[RingLossless, Uds]);
+            }
+        }
+        add(Kind::Connect, &[RingLagging]);
+        add(Kind::Death, &[RingLagging]);
         let once = vec![Case {
             kind: Kind::Idle,
             transport: Transport::RingLossless,
         }];
         Plan { round, runs, once }
+    }
+
+    /// Drops the cases of transports that cannot run here.
+    pub fn without(mut self, drop: impl Fn(Transport) -> bool) -> Self {
+        self.round.retain(|c| !drop(c.transport));
+        self.once.retain(|c| !drop(c.transport));
+        self
     }
 
     /// Keeps only the cases whose label contains `filter`.

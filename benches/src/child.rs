@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -13,10 +14,11 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
+use crate::cases::ReaderMode;
 use crate::os::pin_to_core;
 use crate::payload::Tally;
-use crate::ring_case;
 use crate::stream_case::{self, StreamKind};
+use crate::{connect_case, local_case, paced, ring_case};
 
 /// The hidden subcommand's name.
 pub const SUBCOMMAND: &str = "__child";
@@ -34,6 +36,20 @@ pub enum Role {
     StreamReader,
     /// Answers each framed record on a byte stream.
     StreamEcho,
+    /// Reads the bare hand ring (a memfd received over the socket), summing its words.
+    HandRingReader,
+    /// Reads stamped records from a ring and reports publish-to-read latency.
+    RingStamped,
+    /// Reads stamped frames from a byte stream and reports publish-to-read latency.
+    StreamStamped,
+    /// Reads a paced ring once per frame or asleep, reporting its CPU time.
+    RingPaced,
+    /// Reads a paced byte stream once per frame or asleep, reporting its CPU time.
+    StreamPaced,
+    /// Runs a control-socket service (producer and server loop) until told to die.
+    Service,
+    /// Connects to a service: timed connects, or an idle reader that waits for its death.
+    Connector,
 }
 
 /// The hidden subcommand's arguments.
@@ -55,6 +71,15 @@ pub struct ChildArgs {
     /// The core to pin to.
     #[arg(long)]
     pub core: usize,
+    /// How a paced or stamped reader waits.
+    #[arg(long, value_enum, default_value = "sleep")]
+    pub mode: ReaderMode,
+    /// Connector: how many timed connects (0: wait for the service's death instead).
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Service and connector: the control socket's path.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
     /// The inherited socket's fd number (set by [`ChildProc::spawn`]).
     #[arg(long, default_value_t = -1)]
     pub sock_fd: RawFd,
@@ -69,8 +94,29 @@ impl ChildArgs {
             spin: 0,
             stream: StreamKind::Uds,
             core,
+            mode: ReaderMode::Sleep,
+            count: 0,
+            socket: None,
             sock_fd: -1,
         }
+    }
+
+    /// Waiting this way.
+    pub fn mode(mut self, mode: ReaderMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// This many connects.
+    pub fn count(mut self, count: u64) -> Self {
+        self.count = count;
+        self
+    }
+
+    /// With this control socket.
+    pub fn socket(mut self, path: PathBuf) -> Self {
+        self.socket = Some(path);
+        self
     }
 
     /// With this spin budget.
@@ -225,8 +271,14 @@ impl ChildProc {
         // processes while this end is inheritable, and it is closed right after the spawn.
         fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty())).context("clearing FD_CLOEXEC")?;
         let exe = std::env::current_exe().context("finding this executable")?;
-        let child = Command::new(exe)
-            .arg(SUBCOMMAND)
+        let mut cmd = Command::new(exe);
+        cmd.arg(SUBCOMMAND)
+            .args(["--mode", &value_name(&args.mode)])
+            .args(["--count", &args.count.to_string()]);
+        if let Some(p) = &args.socket {
+            cmd.arg("--socket").arg(p);
+        }
+        let child = cmd
             .args(["--role", &value_name(&role)])
             .args(["--payload", &args.payload.to_string()])
             .args(["--spin", &args.spin.to_string()])
@@ -268,6 +320,20 @@ impl ChildProc {
     pub fn report(&mut self) -> Result<Report> {
         let w = self.control(recv_words::<8>)?;
         Report::from_words(w)
+    }
+
+    /// Waits for `N` more words from the child (what a role sends after its report).
+    ///
+    /// # Errors
+    /// If the child exits first.
+    pub fn words<const N: usize>(&mut self) -> Result<[u64; N]> {
+        self.control(recv_words::<N>)
+    }
+
+    /// Waits for the child to end and returns how (for children that end themselves by a
+    /// signal).
+    pub fn wait_end(mut self, patience: Duration) -> String {
+        self.reap(patience)
     }
 
     /// A control read with a timeout; an error names the child's exit status if it died.
@@ -377,5 +443,12 @@ pub fn main(args: &ChildArgs) -> Result<()> {
         Role::RingEcho => ring_case::echo_child(sock, args),
         Role::StreamReader => stream_case::reader_child(sock, args),
         Role::StreamEcho => stream_case::echo_child(sock, args),
+        Role::HandRingReader => local_case::hand_ring_child(sock, args),
+        Role::RingStamped => paced::ring_stamped_child(sock, args),
+        Role::StreamStamped => paced::stream_stamped_child(sock, args),
+        Role::RingPaced => paced::ring_paced_child(sock, args),
+        Role::StreamPaced => paced::stream_paced_child(sock, args),
+        Role::Service => connect_case::service_child(sock, args),
+        Role::Connector => connect_case::connector_child(sock, args),
     }
 }

@@ -9,10 +9,15 @@
 
 pub mod cases;
 pub mod child;
+pub mod connect_case;
 pub mod frames;
+pub mod local_case;
 pub mod measure;
 pub mod os;
+pub mod paced;
 pub mod payload;
+pub mod peer;
+pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod ring_case;

@@ -63,6 +63,57 @@ impl Throughput {
     }
 }
 
+/// One one-way latency run: publish-to-read percentiles and what was delivered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// Nanoseconds from the publish stamp to the reader's check of the record.
+    pub p: Percentiles,
+    /// Records the reader received and checked.
+    pub records: u64,
+    /// Seconds the producer published.
+    pub secs: f64,
+}
+
+impl Latency {
+    /// Records delivered per second.
+    pub fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+}
+
+/// One paced run: CPU time (getrusage of each process, user + system) over a paced stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cpu {
+    /// Reader processes (0: the in-process loop).
+    pub readers: u32,
+    /// Records published (and delivered to every reader).
+    pub records: u64,
+    /// Seconds the producer published.
+    pub secs: f64,
+    /// The producer process's CPU time, ns.
+    pub producer_cpu_ns: u64,
+    /// The reader processes' CPU time, summed, ns.
+    pub reader_cpu_ns: u64,
+}
+
+impl Cpu {
+    /// CPU ns of both sides per delivered record (each reader's copy counts once).
+    pub fn total_per_record(&self) -> f64 {
+        (self.producer_cpu_ns + self.reader_cpu_ns) as f64
+            / (self.records.max(1) * u64::from(self.readers.max(1))) as f64
+    }
+
+    /// The producer's CPU ns per published record.
+    pub fn producer_per_record(&self) -> f64 {
+        self.producer_cpu_ns as f64 / self.records.max(1) as f64
+    }
+
+    /// Records published per second.
+    pub fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+}
+
 /// One idle run: voluntary context switches while nothing is published.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Idle {
@@ -96,4 +147,8 @@ pub enum Sample {
     RoundTrip(Percentiles),
     /// Wakeups while idle.
     Idle(Idle),
+    /// One-way latency.
+    Latency(Latency),
+    /// CPU per record at a paced rate.
+    Cpu(Cpu),
 }

@@ -78,3 +78,38 @@ pub fn proc_voluntary_switches(pid: u32) -> Result<u64> {
         .parse()
         .with_context(|| format!("voluntary_ctxt_switches in {path}"))
 }
+
+/// CPU time of this whole process so far, user plus system (`getrusage(RUSAGE_SELF)`), ns.
+///
+/// # Errors
+/// If getrusage fails.
+pub fn process_cpu_ns() -> Result<u64> {
+    let u = getrusage(UsageWho::RUSAGE_SELF).context("getrusage")?;
+    let tv =
+        |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1000;
+    Ok(tv(u.user_time()) + tv(u.system_time()))
+}
+
+/// Sleeps until CLOCK_MONOTONIC reads `ns` (an absolute `clock_nanosleep`, so a tick loop
+/// does not drift).
+pub fn sleep_until(ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: `ts` is a valid timespec that outlives the call; the remaining-time
+        // pointer may be null with TIMER_ABSTIME.
+        let r = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+        if r != libc::EINTR {
+            return;
+        }
+    }
+}

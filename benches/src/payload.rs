@@ -80,6 +80,8 @@ pub struct Pool {
     size: usize,
     archives: Vec<AlignedVec>,
     sums: Vec<u64>,
+    /// Checksums of the `data` part alone (what a timestamped payload keeps unchanged).
+    data_sums: Vec<u64>,
 }
 
 impl Pool {
@@ -95,6 +97,7 @@ impl Pool {
         );
         let mut archives = Vec::with_capacity(POOL_LEN as usize);
         let mut sums = Vec::with_capacity(POOL_LEN as usize);
+        let mut data_sums = Vec::with_capacity(POOL_LEN as usize);
         for idx in 0..POOL_LEN {
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&make_record(size, idx))?;
             ensure!(
@@ -103,12 +106,14 @@ impl Pool {
                 bytes.len()
             );
             sums.push(checksum(&bytes));
+            data_sums.push(checksum(&bytes[..size - ROOT_SIZE]));
             archives.push(bytes);
         }
         Ok(Pool {
             size,
             archives,
             sums,
+            data_sums,
         })
     }
 
@@ -127,6 +132,81 @@ impl Pool {
     #[inline]
     pub fn sum(&self, i: u64) -> u64 {
         self.sums[(i % POOL_LEN) as usize]
+    }
+
+    /// The checksum of the `data` part of stream record `i` (all but the 16-byte root).
+    #[inline]
+    pub fn data_sum(&self, i: u64) -> u64 {
+        self.data_sums[(i % POOL_LEN) as usize]
+    }
+
+    /// Stream record `i` with its `seq` field replaced by `stamp` (a CLOCK_MONOTONIC
+    /// time, for one-way latency), written into `out` (cleared first). Still a valid archive
+    /// of the nominal size; [`StampChecker`] checks it.
+    #[inline]
+    pub fn stamped_into(&self, i: u64, stamp: u64, out: &mut AlignedVec) {
+        out.clear();
+        out.extend_from_slice(self.bytes(i));
+        let at = stamp_offset(self.size);
+        out[at..at + 8].copy_from_slice(&stamp.to_le_bytes());
+    }
+}
+
+/// Where the archived `seq` field (the stamp of a timestamped payload) sits in a payload
+/// of `size` bytes: the root is the last [`ROOT_SIZE`] bytes.
+pub const fn stamp_offset(size: usize) -> usize {
+    size - ROOT_SIZE + std::mem::offset_of!(ArchivedBenchRecord, seq)
+}
+
+/// The checks of a reader of timestamped payloads ([`Pool::stamped_into`]): rkyv validation,
+/// the data length, and a checksum of every data byte against the pool; the stamp itself
+/// is the measurement.
+#[derive(Debug)]
+pub struct StampChecker {
+    pool: Pool,
+    next: u64,
+    /// Records received (count, and the folded data checksums).
+    pub tally: Tally,
+}
+
+impl StampChecker {
+    /// Checks streams of `size`-byte stamped records.
+    ///
+    /// # Errors
+    /// As [`Pool::new`].
+    pub fn new(size: usize) -> Result<Self> {
+        Ok(StampChecker {
+            pool: Pool::new(size)?,
+            next: 0,
+            tally: Tally::default(),
+        })
+    }
+
+    /// Checks stream record `idx` and returns its stamp.
+    ///
+    /// # Errors
+    /// A record out of order, invalid, or whose data is not what the producer sent.
+    #[inline]
+    pub fn record(&mut self, idx: u64, bytes: &[u8]) -> Result<u64> {
+        let a = rkyv::access::<ArchivedBenchRecord, rkyv::rancor::Error>(bytes)?;
+        let data = bytes.len().saturating_sub(ROOT_SIZE);
+        let sum = checksum(&bytes[..data]);
+        if idx != self.next
+            || bytes.len() != self.pool.size
+            || a.data.len() != data
+            || sum != self.pool.data_sum(idx)
+        {
+            bail!(
+                "stamped record {idx} (expected {}): {} bytes, data checksum {sum:#x}, \
+                 expected {:#x}: integrity failure",
+                self.next,
+                bytes.len(),
+                self.pool.data_sum(idx)
+            );
+        }
+        self.next += 1;
+        self.tally.add_sent(sum);
+        Ok(a.seq.to_native())
     }
 }
 

@@ -1,14 +1,20 @@
 //! The Markdown tables, the target checks and the JSON file.
+//!
+//! Every case's runs are reduced to named metrics (`records_per_s`, `p50_ns`,
+//! `cpu_ns_per_record`, ...), each the median of the runs with its min and max. Ratios
+//! pair run k of a case with run k of its baseline (the same round, minutes apart at most)
+//! and give the median of those ratios.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use serde_json::{json, Map, Value};
 
-use crate::cases::{Case, Kind, ReaderMode, Transport};
-use crate::measure::{Idle, Run, Sample, Throughput};
+use crate::cases::{rate_name, Case, Kind, ReaderMode, Transport, PACED_PAYLOAD};
+use crate::measure::{Idle, Run, Sample};
 use crate::os::Cores;
-use crate::stats::{Percentiles, Spread};
+use crate::stats::Spread;
 
 /// Everything one session measured.
 #[derive(Debug, Clone)]
@@ -21,49 +27,39 @@ pub struct Results {
     pub probe_after: Spread,
     /// Each case's runs.
     pub cases: BTreeMap<Case, Vec<Run>>,
+    /// Rows that could not run here, and why (e.g. the iceoryx2 peer not built).
+    pub missing: Vec<(String, String)>,
+    /// Seconds the whole session took.
+    pub secs: f64,
 }
 
 /// One line for a progress report.
 pub fn brief(s: &Sample) -> String {
-    match s {
-        Sample::Throughput(t) => {
-            let mut line = format!(
-                "{} rec/s, {:.2} GB/s, CPU/record {:.1} ns producer, {:.1} ns reader, \
-                 sleeps {} producer, {} reader",
-                si(t.records_per_s()),
-                t.gb_per_s(),
-                t.producer_cpu_per_record(),
-                t.reader_cpu_per_record(),
-                t.producer_sleeps,
-                t.reader_sleeps
-            );
-            if t.lost > 0 {
-                let _ = write!(
-                    line,
-                    " (produced {} rec/s, {:.1}% missed)",
-                    si(t.produced_per_s()),
-                    lost_pct(t)
-                );
-            }
-            line
-        }
-        Sample::RoundTrip(p) => format!(
-            "p50 {} p99 {} p99.9 {} max {} ({} round trips)",
-            ns(p.p50 as f64),
-            ns(p.p99 as f64),
-            ns(p.p999 as f64),
-            ns(p.max as f64),
-            p.samples
-        ),
-        Sample::Idle(i) => format!(
-            "producer {} / reader {} voluntary switches, reader {} in the window",
-            i.producer_nvcsw, i.reader_nvcsw, i.reader_window_nvcsw
-        ),
-    }
+    metrics(s)
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                *k,
+                "records_per_s"
+                    | "gb_per_s"
+                    | "p50_ns"
+                    | "p99_ns"
+                    | "cpu_ns_per_record"
+                    | "producer_cpu_ns_per_record"
+                    | "lost_percent"
+            )
+        })
+        .map(|(k, v)| format!("{k} {}", num(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn lost_pct(t: &Throughput) -> f64 {
-    100.0 * t.lost as f64 / t.produced.max(1) as f64
+fn num(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        si(v).trim_end().to_string()
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 /// `12.3 M`, `870 k`: three significant digits.
@@ -89,7 +85,9 @@ pub fn si(v: f64) -> String {
 
 /// Nanoseconds as `850 ns` or `12.3 µs`.
 pub fn ns(v: f64) -> String {
-    if v >= 1e6 {
+    if v.is_nan() {
+        "—".into()
+    } else if v >= 1e6 {
         format!("{:.2} ms", v / 1e6)
     } else if v >= 1e3 {
         format!("{:.2} µs", v / 1e3)
@@ -98,109 +96,77 @@ pub fn ns(v: f64) -> String {
     }
 }
 
-fn throughputs(samples: &[Sample]) -> Vec<Throughput> {
-    samples
-        .iter()
-        .filter_map(|s| match s {
-            Sample::Throughput(t) => Some(*t),
-            _ => None,
-        })
-        .collect()
-}
-
-fn percentiles(samples: &[Sample]) -> Vec<Percentiles> {
-    samples
-        .iter()
-        .filter_map(|s| match s {
-            Sample::RoundTrip(p) => Some(*p),
-            _ => None,
-        })
-        .collect()
-}
-
-fn idles(samples: &[Sample]) -> Vec<Idle> {
-    samples
-        .iter()
-        .filter_map(|s| match s {
-            Sample::Idle(i) => Some(*i),
-            _ => None,
-        })
-        .collect()
-}
-
-fn spread(v: impl IntoIterator<Item = f64>) -> Spread {
-    Spread::of(&v.into_iter().collect::<Vec<_>>()).unwrap_or(Spread {
-        median: f64::NAN,
-        min: f64::NAN,
-        max: f64::NAN,
-        runs: 0,
-    })
-}
-
-/// The summary of one case that tables, targets and JSON read.
-#[derive(Debug, Clone, Copy)]
-enum Summary {
-    Throughput {
-        records: Spread,
-        gb: Spread,
-        produced: Spread,
-        lost_pct: Spread,
-        producer_cpu: Spread,
-        reader_cpu: Spread,
-        producer_sleeps: Spread,
-        reader_sleeps: Spread,
-    },
-    RoundTrip {
-        p50: Spread,
-        p99: Spread,
-        p999: Spread,
-        max: Spread,
-        samples: Spread,
-    },
-    Idle(Idle),
-}
-
-fn summarize(runs: &[Run]) -> Option<Summary> {
-    let samples: Vec<Sample> = runs.iter().map(|r| r.sample).collect();
-    let samples = &samples[..];
-    match samples.first()? {
-        Sample::Throughput(_) => {
-            let t = throughputs(samples);
-            Some(Summary::Throughput {
-                records: spread(t.iter().map(Throughput::records_per_s)),
-                gb: spread(t.iter().map(Throughput::gb_per_s)),
-                produced: spread(t.iter().map(Throughput::produced_per_s)),
-                lost_pct: spread(t.iter().map(lost_pct)),
-                producer_cpu: spread(t.iter().map(Throughput::producer_cpu_per_record)),
-                reader_cpu: spread(t.iter().map(Throughput::reader_cpu_per_record)),
-                producer_sleeps: spread(t.iter().map(|t| t.sleeps_per_s().0)),
-                reader_sleeps: spread(t.iter().map(|t| t.sleeps_per_s().1)),
-            })
-        }
-        Sample::RoundTrip(_) => {
-            let p = percentiles(samples);
-            Some(Summary::RoundTrip {
-                p50: spread(p.iter().map(|p| p.p50 as f64)),
-                p99: spread(p.iter().map(|p| p.p99 as f64)),
-                p999: spread(p.iter().map(|p| p.p999 as f64)),
-                max: spread(p.iter().map(|p| p.max as f64)),
-                samples: spread(p.iter().map(|p| p.samples as f64)),
-            })
-        }
-        Sample::Idle(_) => idles(samples)
-            .into_iter()
-            .max_by_key(|i| i.reader_window_nvcsw + i.producer_nvcsw + i.reader_nvcsw)
-            .map(Summary::Idle),
-    }
-}
-
-/// The headline number of a run (records/s, or p50 ns), for ratios.
-fn headline(s: &Sample) -> Option<f64> {
+/// The named metrics of one run.
+pub fn metrics(s: &Sample) -> Vec<(&'static str, f64)> {
     match s {
-        Sample::Throughput(t) => Some(t.records_per_s()),
-        Sample::RoundTrip(p) => Some(p.p50 as f64),
-        Sample::Idle(_) => None,
+        Sample::Throughput(t) => {
+            let mut m = vec![
+                ("records_per_s", t.records_per_s()),
+                ("gb_per_s", t.gb_per_s()),
+                ("producer_cpu_ns_per_record", t.producer_cpu_per_record()),
+                ("reader_cpu_ns_per_record", t.reader_cpu_per_record()),
+                ("producer_sleeps_per_s", t.sleeps_per_s().0),
+                ("reader_sleeps_per_s", t.sleeps_per_s().1),
+            ];
+            if t.lost > 0 || t.produced != t.records {
+                m.push(("produced_per_s", t.produced_per_s()));
+                m.push((
+                    "lost_percent",
+                    100.0 * t.lost as f64 / t.produced.max(1) as f64,
+                ));
+            }
+            m
+        }
+        Sample::RoundTrip(p) => vec![
+            ("p50_ns", p.p50 as f64),
+            ("p99_ns", p.p99 as f64),
+            ("p999_ns", p.p999 as f64),
+            ("max_ns", p.max as f64),
+            ("samples", p.samples as f64),
+        ],
+        Sample::Latency(l) => vec![
+            ("p50_ns", l.p.p50 as f64),
+            ("p99_ns", l.p.p99 as f64),
+            ("p999_ns", l.p.p999 as f64),
+            ("max_ns", l.p.max as f64),
+            ("samples", l.p.samples as f64),
+            ("records_per_s", l.records_per_s()),
+        ],
+        Sample::Cpu(c) => vec![
+            ("cpu_ns_per_record", c.total_per_record()),
+            ("producer_cpu_ns_per_record", c.producer_per_record()),
+            (
+                "reader_cpu_ns_per_record",
+                c.reader_cpu_ns as f64 / (c.records.max(1) * u64::from(c.readers.max(1))) as f64,
+            ),
+            ("records_per_s", c.records_per_s()),
+        ],
+        Sample::Idle(i) => vec![
+            ("producer_nvcsw", i.producer_nvcsw as f64),
+            ("reader_nvcsw", i.reader_nvcsw as f64),
+            ("reader_window_nvcsw", i.reader_window_nvcsw as f64),
+        ],
     }
+}
+
+/// The metric a case is judged by, and whether more is better.
+pub fn headline(kind: &Kind) -> (&'static str, bool) {
+    match kind {
+        Kind::Throughput { .. } | Kind::Memcpy { .. } => ("records_per_s", true),
+        Kind::RoundTrip { .. } | Kind::Latency { .. } | Kind::Connect | Kind::Death => {
+            ("p50_ns", false)
+        }
+        Kind::Cpu { .. } => ("cpu_ns_per_record", false),
+        Kind::FanOut { .. } => ("producer_cpu_ns_per_record", false),
+        Kind::Idle => ("reader_window_nvcsw", false),
+    }
+}
+
+fn metric_of(run: &Run, name: &str) -> Option<f64> {
+    metrics(&run.sample)
+        .into_iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 fn cell(s: Spread, f: impl Fn(f64) -> String) -> String {
@@ -211,58 +177,92 @@ fn cell(s: Spread, f: impl Fn(f64) -> String) -> String {
     }
 }
 
+fn x(s: Option<Spread>) -> String {
+    s.map_or("—".into(), |s| cell(s, |r| format!("{r:.2}x")))
+}
+
 impl Results {
-    /// The cache-line round trips measured just before each run of `case`.
-    fn probe(&self, case: &Case) -> Spread {
-        spread(
-            self.cases
-                .get(case)
-                .into_iter()
-                .flatten()
-                .map(|r| r.probe_ns),
-        )
+    fn runs(&self, c: &Case) -> &[Run] {
+        self.cases.get(c).map_or(&[][..], Vec::as_slice)
     }
 
-    fn summaries(&self) -> BTreeMap<Case, Summary> {
-        self.cases
+    /// The spread of one metric over a case's runs.
+    pub fn metric(&self, c: &Case, name: &str) -> Option<Spread> {
+        let v: Vec<f64> = self
+            .runs(c)
             .iter()
-            .filter_map(|(c, s)| Some((*c, summarize(s)?)))
-            .collect()
+            .filter_map(|r| metric_of(r, name))
+            .collect();
+        Spread::of(&v)
     }
 
-    /// The ratios of a case's headline to its baseline's run by run (run k of both in the
-    /// same round, minutes apart at most), oriented so that > 1 means the case is better
-    /// (more records/s, or a shorter round trip).
-    fn paired(&self, case: &Case) -> Option<Spread> {
-        let base = self.cases.get(&case.baseline()?)?;
-        let this = self.cases.get(case)?;
-        let ratios: Vec<f64> = this
+    fn probe(&self, c: &Case) -> Option<Spread> {
+        let v: Vec<f64> = self.runs(c).iter().map(|r| r.probe_ns).collect();
+        Spread::of(&v)
+    }
+
+    /// Run-by-run `f(a_k, b_k)` over the runs both cases have.
+    fn per_run(&self, a: &Case, b: &Case, f: impl Fn(&Run, &Run) -> Option<f64>) -> Option<Spread> {
+        let v: Vec<f64> = self
+            .runs(a)
             .iter()
-            .zip(base)
-            .filter_map(|(a, b)| {
-                let (a, b) = (headline(&a.sample)?, headline(&b.sample)?);
-                Some(match case.kind {
-                    Kind::RoundTrip { .. } => b / a,
-                    _ => a / b,
-                })
+            .zip(self.runs(b))
+            .filter_map(|(x, y)| f(x, y))
+            .collect();
+        Spread::of(&v)
+    }
+
+    /// The ratio of `c` to the same measurement on `base`, > 1 meaning `c` is better.
+    pub fn vs(&self, c: &Case, base: Transport) -> Option<Spread> {
+        if c.transport == base {
+            return None;
+        }
+        let (name, more_is_better) = headline(&c.kind);
+        self.per_run(c, &c.on(base), |a, b| {
+            let (a, b) = (metric_of(a, name)?, metric_of(b, name)?);
+            Some(if more_is_better { a / b } else { b / a })
+        })
+    }
+
+    /// A paced case's IPC share: its CPU per record minus the in-process loop's, run by run.
+    pub fn ipc_share(&self, c: &Case) -> Option<Spread> {
+        if c.transport == Transport::InProcess || !matches!(c.kind, Kind::Cpu { .. }) {
+            return None;
+        }
+        self.per_run(c, &c.on(Transport::InProcess), |a, b| {
+            Some(metric_of(a, "cpu_ns_per_record")? - metric_of(b, "cpu_ns_per_record")?)
+        })
+    }
+
+    /// The ring's IPC share over the socket's, run by run (< 1: the ring costs less).
+    fn ipc_ratio(&self, c: &Case) -> Option<Spread> {
+        let inproc = c.on(Transport::InProcess);
+        let uds = c.on(Transport::Uds);
+        let a = self.runs(c);
+        let b = self.runs(&uds);
+        let i = self.runs(&inproc);
+        let v: Vec<f64> = (0..a.len().min(b.len()).min(i.len()))
+            .filter_map(|k| {
+                let base = metric_of(&i[k], "cpu_ns_per_record")?;
+                let ra = metric_of(&a[k], "cpu_ns_per_record")? - base;
+                let rb = metric_of(&b[k], "cpu_ns_per_record")? - base;
+                Some(ra / rb)
             })
             .collect();
-        Spread::of(&ratios)
+        Spread::of(&v)
     }
 
-    fn ratio_cell(&self, case: &Case) -> String {
-        self.paired(case)
-            .map_or("—".into(), |s| cell(s, |r| format!("{r:.2}x")))
+    fn of_kind(&self, f: impl Fn(&Kind) -> bool) -> Vec<Case> {
+        self.cases.keys().filter(|c| f(&c.kind)).copied().collect()
     }
 
     /// The report: probe, tables, targets. Medians of the runs, (min–max) beside them.
     pub fn markdown(&self) -> String {
-        let sums = self.summaries();
         let mut m = String::new();
         let _ = writeln!(
             m,
             "Cache-line round trip (cores {}↔{}): {} before the cases, {} after \
-             (median of {} samples, min–max {}–{} / {}–{}).\n",
+             (median of {} samples, min–max {}–{} / {}–{}). {:.0} s in all.\n",
             self.cores.producer,
             self.cores.reader,
             ns(self.probe_before.median),
@@ -272,225 +272,582 @@ impl Results {
             ns(self.probe_before.max),
             ns(self.probe_after.min),
             ns(self.probe_after.max),
+            self.secs,
         );
-
-        let tput: Vec<_> = sums
-            .iter()
-            .filter(|(c, _)| matches!(c.kind, Kind::Throughput { .. }))
-            .collect();
-        if !tput.is_empty() {
-            m.push_str(
-                "### Throughput (one reader; validated and checksummed; median (min–max) of the \
-                 runs; vs uds: ratio to the uds run of the same round)\n\n\
-                 | payload | transport | records/s | GB/s | vs uds | CPU ns/record (producer / reader) | sleeps/s (producer / reader) | probe | note |\n\
-                 | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
-            );
-            for (c, s) in &tput {
-                let Kind::Throughput { payload } = c.kind else {
-                    continue;
-                };
-                let Summary::Throughput {
-                    records,
-                    gb,
-                    produced,
-                    lost_pct,
-                    producer_cpu,
-                    reader_cpu,
-                    producer_sleeps,
-                    reader_sleeps,
-                } = s
-                else {
-                    continue;
-                };
-                let ratio = self.ratio_cell(c);
-                let note = if c.transport == Transport::RingLagging {
-                    format!(
-                        "producer {} rec/s; {:.1}% missed (reported as lagged)",
-                        si(produced.median),
-                        lost_pct.median
-                    )
-                } else {
-                    String::new()
-                };
-                let _ = writeln!(
-                    m,
-                    "| {payload} B | {} | {} | {} | {ratio} | {:.1} / {:.1} | {} / {} | {} | {note} |",
-                    c.transport.name(),
-                    cell(*records, si),
-                    cell(*gb, |v| format!("{v:.2}")),
-                    producer_cpu.median,
-                    reader_cpu.median,
-                    si(producer_sleeps.median).trim_end(),
-                    si(reader_sleeps.median).trim_end(),
-                    cell(self.probe(c), ns),
-                );
-            }
-            m.push('\n');
+        for (what, why) in &self.missing {
+            let _ = writeln!(m, "**{what}: not measured.** {why}\n");
         }
-
-        let rtt: Vec<_> = sums
-            .iter()
-            .filter(|(c, _)| matches!(c.kind, Kind::RoundTrip { .. }))
-            .collect();
-        if !rtt.is_empty() {
-            m.push_str(
-                "### Round trips (two processes, one record in flight; median of runs; uds p50 / this p50: \
-                 ratio to the uds run of the same round)\n\n\
-                 | payload | transport | readers | p50 (min–max) | p99 | p99.9 | max | uds p50 / this p50 | round trips | probe |\n\
-                 | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
-            );
-            for (c, s) in &rtt {
-                let Kind::RoundTrip { payload, mode } = c.kind else {
-                    continue;
-                };
-                let Summary::RoundTrip {
-                    p50,
-                    p99,
-                    p999,
-                    max,
-                    samples,
-                } = s
-                else {
-                    continue;
-                };
-                let ratio = self.ratio_cell(c);
-                let ring = matches!(
-                    c.transport,
-                    Transport::RingLossless | Transport::RingLagging
-                );
-                let readers = match (ring, mode) {
-                    (false, ReaderMode::Spin) => "spin (non-blocking reads)",
-                    (false, ReaderMode::Sleep) => "sleep (blocking reads)",
-                    (true, ReaderMode::Spin) => "spin (large budget)",
-                    (true, ReaderMode::Sleep) => "sleep (spin 0, wake pipe)",
-                };
-                let _ = writeln!(
-                    m,
-                    "| {payload} B | {} | {readers} | {} | {} | {} | {} | {ratio} | {} | {} |",
-                    c.transport.name(),
-                    cell(*p50, ns),
-                    ns(p99.median),
-                    ns(p999.median),
-                    ns(max.median),
-                    si(samples.median),
-                    cell(self.probe(c), ns),
-                );
-            }
-            m.push('\n');
-        }
-
-        for (c, s) in &sums {
-            let Summary::Idle(i) = s else { continue };
-            let _ = writeln!(
-                m,
-                "### Idle ({} for {:.1} s, reader asleep on its wake pipe)\n\n\
-                 | process | voluntary context switches | of which its own one sleep | wakeups |\n\
-                 | --- | ---: | ---: | ---: |\n\
-                 | producer (getrusage, over the idle window) | {} | 1 | {} |\n\
-                 | reader (getrusage, over its whole wait) | {} | 1 | {} |\n\
-                 | reader (/proc, over the idle window) | {} | 0 | {} |\n",
-                c.transport.name(),
-                i.secs,
-                i.producer_nvcsw,
-                i.producer_nvcsw.saturating_sub(1),
-                i.reader_nvcsw,
-                i.reader_nvcsw.saturating_sub(1),
-                i.reader_window_nvcsw,
-                i.reader_window_nvcsw,
-            );
-        }
-
-        let targets = self.targets(&sums);
+        self.throughput_table(&mut m);
+        self.round_trip_table(&mut m);
+        self.latency_table(&mut m);
+        self.cpu_table(&mut m);
+        self.fan_out_table(&mut m);
+        self.connect_table(&mut m);
+        self.idle_table(&mut m);
+        let targets = self.targets();
         if !targets.is_empty() {
             m.push_str("### Targets\n\n| target | measured | met |\n| --- | --- | --- |\n");
             for (what, measured, met) in targets {
                 let _ = writeln!(
                     m,
                     "| {what} | {measured} | {} |",
-                    if met { "yes" } else { "**no**" }
+                    match met {
+                        Some(true) => "yes",
+                        Some(false) => "**no**",
+                        None => "—",
+                    }
                 );
             }
         }
         m
     }
 
-    fn targets(&self, sums: &BTreeMap<Case, Summary>) -> Vec<(String, String, bool)> {
+    fn throughput_table(&self, m: &mut String) {
+        let cases = self.of_kind(|k| matches!(k, Kind::Throughput { .. }));
+        if !cases.is_empty() {
+            m.push_str(
+                "### Throughput (one reader, validated and checksummed; vs X: this / X, run by run)\n\n\
+                 | payload | transport | records/s | GB/s | vs uds | vs iceoryx2 | vs hand-ring | CPU ns/record (producer / reader) | probe | note |\n\
+                 | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+            );
+        }
+        for c in &cases {
+            let Kind::Throughput { payload } = c.kind else {
+                continue;
+            };
+            let (Some(r), Some(gb)) = (self.metric(c, "records_per_s"), self.metric(c, "gb_per_s"))
+            else {
+                continue;
+            };
+            let med = |k| self.metric(c, k).map_or(f64::NAN, |s| s.median);
+            let note = match self.metric(c, "lost_percent") {
+                Some(l) if c.transport == Transport::RingLagging => format!(
+                    "producer {} rec/s; {:.1}% missed (reported as lagged)",
+                    si(med("produced_per_s")).trim_end(),
+                    l.median
+                ),
+                _ if c.transport == Transport::HandRing => "no validation (word sum)".into(),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                m,
+                "| {payload} B | {} | {} | {} | {} | {} | {} | {:.1} / {:.1} | {} | {note} |",
+                c.transport.name(),
+                cell(r, si),
+                cell(gb, |v| format!("{v:.2}")),
+                x(self.vs(c, Transport::Uds)),
+                x(self.vs(c, Transport::Iceoryx2)),
+                x(self.vs(c, Transport::HandRing)),
+                med("producer_cpu_ns_per_record"),
+                med("reader_cpu_ns_per_record"),
+                self.probe(c).map_or("—".into(), |p| cell(p, ns)),
+            );
+        }
+        let mem = self.of_kind(|k| matches!(k, Kind::Memcpy { .. }));
+        if !mem.is_empty() {
+            m.push_str(
+                "\nCeiling (reported only): single-thread memcpy\n\n| block | GB/s |\n| ---: | ---: |\n",
+            );
+        }
+        for c in &mem {
+            let Kind::Memcpy { block } = c.kind else {
+                continue;
+            };
+            if let Some(gb) = self.metric(c, "gb_per_s") {
+                let _ = writeln!(
+                    m,
+                    "| {} KiB | {} |",
+                    block >> 10,
+                    cell(gb, |v| format!("{v:.1}"))
+                );
+            }
+        }
+        m.push('\n');
+    }
+
+    fn percentile_cells(&self, c: &Case) -> Option<String> {
+        let p50 = self.metric(c, "p50_ns")?;
+        let med = |k| self.metric(c, k).map_or(f64::NAN, |s| s.median);
+        Some(format!(
+            "{} | {} | {} | {}",
+            cell(p50, ns),
+            ns(med("p99_ns")),
+            ns(med("p999_ns")),
+            ns(med("max_ns"))
+        ))
+    }
+
+    fn round_trip_table(&self, m: &mut String) {
+        let cases = self.of_kind(|k| matches!(k, Kind::RoundTrip { .. }));
+        if cases.is_empty() {
+            return;
+        }
+        m.push_str(
+            "### Round trips (two processes, one record in flight; vs X: X's p50 / this p50)\n\n\
+             | payload | transport | readers | p50 | p99 | p99.9 | max | vs uds | vs iceoryx2 | probe |\n\
+             | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for c in &cases {
+            let Kind::RoundTrip { payload, mode } = c.kind else {
+                continue;
+            };
+            let Some(p) = self.percentile_cells(c) else {
+                continue;
+            };
+            let _ = writeln!(
+                m,
+                "| {payload} B | {} | {} | {p} | {} | {} | {} |",
+                c.transport.name(),
+                wait_name(c.transport, mode),
+                x(self.vs(c, Transport::Uds)),
+                x(self.vs(c, Transport::Iceoryx2)),
+                self.probe(c).map_or("—".into(), |p| cell(p, ns)),
+            );
+        }
+        m.push('\n');
+    }
+
+    fn latency_table(&self, m: &mut String) {
+        let cases = self.of_kind(|k| matches!(k, Kind::Latency { .. }));
+        if cases.is_empty() {
+            return;
+        }
+        m.push_str(
+            "### One-way latency, publish to read (64 B; at a rate: one publish per record; at saturation: batched; vs X: X's p50 / this p50)\n\n\
+             | rate | reader | transport | p50 | p99 | p99.9 | max | delivered/s | vs uds | vs iceoryx2 | probe |\n\
+             | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        let mut cases = cases;
+        cases.sort_by_key(|c| match c.kind {
+            Kind::Latency { rate, mode, .. } => {
+                (if rate == 0 { u32::MAX } else { rate }, mode, c.transport)
+            }
+            _ => (0, ReaderMode::Spin, c.transport),
+        });
+        for c in &cases {
+            let Kind::Latency { rate, mode, .. } = c.kind else {
+                continue;
+            };
+            let Some(p) = self.percentile_cells(c) else {
+                continue;
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {p} | {} | {} | {} | {} |",
+                rate_name(rate),
+                mode.name(),
+                c.transport.name(),
+                self.metric(c, "records_per_s")
+                    .map_or("—".into(), |s| si(s.median)),
+                x(self.vs(c, Transport::Uds)),
+                x(self.vs(c, Transport::Iceoryx2)),
+                self.probe(c).map_or("—".into(), |p| cell(p, ns)),
+            );
+        }
+        m.push('\n');
+    }
+
+    fn cpu_table(&self, m: &mut String) {
+        let cases = self.of_kind(|k| matches!(k, Kind::Cpu { .. }));
+        if cases.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            m,
+            "### CPU per delivered record ({PACED_PAYLOAD} B records, 1 ms ticks, each tick's records one ring commit or one socket write; getrusage of both processes; IPC share = total − the in-process loop)\n\n\
+             | rate | reader | transport | total CPU ns/record | producer | reader | IPC share ns/record | IPC share / uds's |\n\
+             | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for c in &cases {
+            let Kind::Cpu { rate, mode } = c.kind else {
+                continue;
+            };
+            let Some(t) = self.metric(c, "cpu_ns_per_record") else {
+                continue;
+            };
+            let med = |k| self.metric(c, k).map_or(f64::NAN, |s| s.median);
+            let ratio = if c.transport == Transport::RingLossless {
+                x(self.ipc_ratio(c))
+            } else {
+                "—".into()
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {ratio} |",
+                rate_name(rate),
+                mode.name(),
+                c.transport.name(),
+                cell(t, |v| format!("{v:.0}")),
+                med("producer_cpu_ns_per_record"),
+                med("reader_cpu_ns_per_record"),
+                self.ipc_share(c)
+                    .map_or("—".into(), |s| cell(s, |v| format!("{v:.0}"))),
+            );
+        }
+        m.push('\n');
+    }
+
+    fn fan_out_table(&self, m: &mut String) {
+        let cases = self.of_kind(|k| matches!(k, Kind::FanOut { .. }));
+        if cases.is_empty() {
+            return;
+        }
+        m.push_str(
+            "### Fan-out: the producer's CPU per record with 1–3 lossless readers (128 B at 100k/s; producer on core 0, every reader on core 1)\n\n\
+             | reader | transport | readers | producer CPU ns/record | vs 1 reader | reader CPU ns/record |\n\
+             | --- | --- | ---: | ---: | ---: | ---: |\n",
+        );
+        for c in &cases {
+            let Kind::FanOut {
+                rate,
+                readers,
+                mode,
+            } = c.kind
+            else {
+                continue;
+            };
+            let Some(p) = self.metric(c, "producer_cpu_ns_per_record") else {
+                continue;
+            };
+            let one = Case {
+                kind: Kind::FanOut {
+                    rate,
+                    readers: 1,
+                    mode,
+                },
+                transport: c.transport,
+            };
+            let grow = self.per_run(c, &one, |a, b| {
+                Some(
+                    metric_of(a, "producer_cpu_ns_per_record")?
+                        / metric_of(b, "producer_cpu_ns_per_record")?,
+                )
+            });
+            let _ = writeln!(
+                m,
+                "| {} | {} | {readers} | {} | {} | {:.0} |",
+                mode.name(),
+                c.transport.name(),
+                cell(p, |v| format!("{v:.0}")),
+                x(grow),
+                self.metric(c, "reader_cpu_ns_per_record")
+                    .map_or(f64::NAN, |s| s.median),
+            );
+        }
+        m.push('\n');
+    }
+
+    fn connect_table(&self, m: &mut String) {
+        let cases = self.of_kind(|k| matches!(k, Kind::Connect | Kind::Death));
+        if cases.is_empty() {
+            return;
+        }
+        m.push_str(
+            "### Connecting over the control socket\n\n\
+             | what | p50 | p99 | p99.9 | max |\n| --- | ---: | ---: | ---: | ---: |\n",
+        );
+        for c in &cases {
+            let what = match c.kind {
+                Kind::Connect => "connect + handshake + first record",
+                _ => "an idle reader learns of the service's death (SIGKILL)",
+            };
+            if let Some(p) = self.percentile_cells(c) {
+                let _ = writeln!(m, "| {what} | {p} |");
+            }
+        }
+        m.push('\n');
+    }
+
+    fn idle_table(&self, m: &mut String) {
+        for (c, runs) in &self.cases {
+            if c.kind != Kind::Idle {
+                continue;
+            }
+            let Some(Sample::Idle(i)) = runs.first().map(|r| r.sample) else {
+                continue;
+            };
+            let Idle {
+                secs,
+                producer_nvcsw,
+                reader_nvcsw,
+                reader_window_nvcsw,
+            } = i;
+            let _ = writeln!(
+                m,
+                "### Idle ({} for {secs:.1} s, reader asleep on its wake pipe)\n\n\
+                 | process | voluntary context switches | of which its own one sleep | wakeups |\n\
+                 | --- | ---: | ---: | ---: |\n\
+                 | producer (getrusage, over the idle window) | {producer_nvcsw} | 1 | {} |\n\
+                 | reader (getrusage, over its whole wait) | {reader_nvcsw} | 1 | {} |\n\
+                 | reader (/proc, over the idle window) | {reader_window_nvcsw} | 0 | {reader_window_nvcsw} |\n",
+                c.transport.name(),
+                producer_nvcsw.saturating_sub(1),
+                reader_nvcsw.saturating_sub(1),
+            );
+        }
+    }
+
+    /// The issue's targets: (what, measured, met; `None` when not measured).
+    pub fn targets(&self) -> Vec<(String, String, Option<bool>)> {
+        use Transport::*;
         let mut out = Vec::new();
         let ring = |kind| Case {
             kind,
-            transport: Transport::RingLossless,
+            transport: RingLossless,
         };
-        let show = |s: Spread| cell(s, |r| format!("{r:.2}x"));
-        // Same payload on both sides: the records/s ratio is the GB/s ratio.
-        for (payload, what) in [
-            (64, "lossless 64 B records/s ≥ 1.5x uds (goal 2x)"),
-            (1024, "lossless 1 KiB GB/s ≥ 1.5x uds"),
+        let mut check = |what: &str, s: Option<Spread>, ok: &dyn Fn(f64) -> bool| {
+            out.push((what.to_string(), x(s), s.map(|s| ok(s.median))));
+        };
+        let tput = |payload| ring(Kind::Throughput { payload });
+        check(
+            "ring vs batched socket, 64 B records/s ≥ 1.5x (goal 2x)",
+            self.vs(&tput(64), Uds),
+            &|r| r >= 1.5,
+        );
+        check(
+            "ring vs batched socket, 1 KiB GB/s ≥ 1.5x",
+            self.vs(&tput(1024), Uds),
+            &|r| r >= 1.5,
+        );
+        for (p, lim, what) in [
+            (64, 10.0, "ring vs iceoryx2, 64 B records/s ≥ 10x"),
+            (256, 10.0, "ring vs iceoryx2, 256 B records/s ≥ 10x"),
+            (1024, 4.0, "ring vs iceoryx2, 1 KiB records/s ≥ 4x"),
+            (4096, 1.0, "ring vs iceoryx2, 4 KiB records/s ahead (> 1x)"),
         ] {
-            if let Some(r) = self.paired(&ring(Kind::Throughput { payload })) {
-                out.push((what.into(), show(r), r.median >= 1.5));
-            }
+            check(what, self.vs(&tput(p), Iceoryx2), &move |r| {
+                if lim == 1.0 {
+                    r > 1.0
+                } else {
+                    r >= lim
+                }
+            });
         }
-        for (mode, what, limit) in [
-            (
-                ReaderMode::Spin,
-                "spinning round trip p50 ≤ 1/4 of spinning uds",
-                4.0,
-            ),
-            (
-                ReaderMode::Sleep,
-                "spin-0 ring round trip p50 ≤ blocking uds",
-                1.0,
-            ),
-        ] {
-            let c = ring(Kind::RoundTrip {
+        check(
+            "ring 4 KiB GB/s ≥ 0.7x the bare hand ring",
+            self.vs(&tput(4096), HandRing),
+            &|r| r >= 0.7,
+        );
+        let rt = |mode| {
+            ring(Kind::RoundTrip {
                 payload: crate::cases::ROUND_TRIP_PAYLOAD,
                 mode,
-            });
-            if let Some(r) = self.paired(&c) {
-                out.push((
-                    what.into(),
-                    format!("uds/ring = {}", show(r)),
-                    r.median >= limit,
-                ));
-            }
-        }
-        if let Some(Summary::Idle(i)) = sums.get(&ring(Kind::Idle)) {
+            })
+        };
+        check(
+            "spinning round trip p50 ≤ 1/2 of iceoryx2 busy-poll (iceoryx2/ring ≥ 2x)",
+            self.vs(&rt(ReaderMode::Spin), Iceoryx2),
+            &|r| r >= 2.0,
+        );
+        check(
+            "sleeping round trip p50 no worse than the blocking socket (uds/ring ≥ 1x)",
+            self.vs(&rt(ReaderMode::Sleep), Uds),
+            &|r| r >= 1.0,
+        );
+        check(
+            "sleeping round trip p50 ≤ 1/2 of iceoryx2 event wakeup (iceoryx2/ring ≥ 2x)",
+            self.vs(&rt(ReaderMode::Sleep), Iceoryx2),
+            &|r| r >= 2.0,
+        );
+        check(
+            "CPU/record at 100k/s, frame-polling: ring IPC share ≤ 1/2 of the socket's (ratio ≤ 0.5x)",
+            self.ipc_ratio(&ring(Kind::Cpu {
+                rate: 100_000,
+                mode: ReaderMode::Frame,
+            })),
+            &|r| r <= 0.5,
+        );
+        let fan = |readers| {
+            ring(Kind::FanOut {
+                rate: crate::cases::FAN_OUT_RATE,
+                readers,
+                mode: ReaderMode::Frame,
+            })
+        };
+        check(
+            "fan-out: producer CPU/record with 3 frame-polling readers ≤ 1.2x that with 1",
+            self.per_run(&fan(3), &fan(1), |a, b| {
+                Some(
+                    metric_of(a, "producer_cpu_ns_per_record")?
+                        / metric_of(b, "producer_cpu_ns_per_record")?,
+                )
+            }),
+            &|r| r <= 1.2,
+        );
+        let us = |c: &Case, lim: f64, what: &str, out: &mut Vec<(String, String, Option<bool>)>| {
+            let s = self.metric(c, "p50_ns");
+            out.push((
+                what.into(),
+                s.map_or("—".into(), |s| cell(s, ns)),
+                s.map(|s| s.median < lim),
+            ));
+        };
+        us(
+            &Case {
+                kind: Kind::Connect,
+                transport: RingLagging,
+            },
+            1e6,
+            "connect + handshake + first record, median < 1 ms (issue 3)",
+            &mut out,
+        );
+        us(
+            &Case {
+                kind: Kind::Death,
+                transport: RingLagging,
+            },
+            1e6,
+            "an idle reader learns of the service's death, median < 1 ms (issue 3)",
+            &mut out,
+        );
+        if let Some(Some(Sample::Idle(i))) = self
+            .cases
+            .get(&ring(Kind::Idle))
+            .map(|r| r.first().map(|r| r.sample))
+        {
             let wakeups = i.producer_nvcsw.saturating_sub(1)
                 + i.reader_nvcsw.saturating_sub(1)
                 + i.reader_window_nvcsw;
             out.push((
                 "idle: zero wakeups".into(),
                 format!("{wakeups} wakeups in {:.0} s", i.secs),
-                wakeups == 0,
+                Some(wakeups == 0),
             ));
         }
         out
     }
 
-    /// The JSON document `--json` writes.
+    /// The JSON document `--json` writes: `cache_line_rtt_ns` and a `cases` array whose
+    /// names other tools read (keep them stable).
     ///
     /// # Errors
     /// If serialization fails.
     pub fn json(&self) -> serde_json::Result<String> {
-        let sums = self.summaries();
+        let mut cases = Vec::new();
+        for (c, runs) in &self.cases {
+            let mut o = Map::new();
+            o.insert("transport".into(), json!(c.transport.name()));
+            o.insert("kind".into(), json!(kind_name(&c.kind)));
+            if let Some(p) = c.kind.payload() {
+                o.insert("payload".into(), json!(p));
+            }
+            let readers = match c.kind {
+                Kind::FanOut { readers, .. } => readers,
+                Kind::Memcpy { .. } => 0,
+                _ if c.transport == Transport::InProcess => 0,
+                _ => 1,
+            };
+            o.insert("readers".into(), json!(readers));
+            match c.kind {
+                Kind::Latency { rate, .. } if rate > 0 => {
+                    o.insert("rate".into(), json!(rate));
+                }
+                Kind::Cpu { rate, .. } | Kind::FanOut { rate, .. } => {
+                    o.insert("rate".into(), json!(rate));
+                }
+                _ => {}
+            }
+            if let Some(mode) = c.kind.mode() {
+                o.insert("reader_mode".into(), json!(mode.name()));
+            }
+            let names: Vec<&str> = runs
+                .first()
+                .map(|r| metrics(&r.sample).into_iter().map(|(k, _)| k).collect())
+                .unwrap_or_default();
+            for k in names {
+                if let Some(s) = self.metric(c, k) {
+                    let key = if k == "cpu_ns_per_record" {
+                        "cpu_ns_per_record"
+                    } else {
+                        k
+                    };
+                    o.insert(key.into(), json!(s.median));
+                }
+            }
+            if matches!(c.kind, Kind::FanOut { .. }) {
+                if let Some(s) = self.metric(c, "producer_cpu_ns_per_record") {
+                    o.insert("cpu_ns_per_record".into(), json!(s.median));
+                }
+            }
+            if let Some(s) = self.ipc_share(c) {
+                o.insert("ipc_cpu_ns_per_record".into(), json!(s.median));
+            }
+            let (metric, _) = headline(&c.kind);
+            o.insert("metric".into(), json!(metric));
+            o.insert("runs".into(), json!(runs.len()));
+            if let Some(s) = self.metric(c, metric) {
+                o.insert("min".into(), json!(s.min));
+                o.insert("max".into(), json!(s.max));
+            }
+            let mut vs = Map::new();
+            for b in [Transport::Uds, Transport::Iceoryx2, Transport::HandRing] {
+                if let Some(s) = self.vs(c, b) {
+                    vs.insert(b.name().into(), serde_json::to_value(s)?);
+                }
+            }
+            if !vs.is_empty() {
+                o.insert("vs".into(), Value::Object(vs));
+            }
+            o.insert(
+                "values".into(),
+                json!(runs
+                    .iter()
+                    .filter_map(|r| metric_of(r, metric))
+                    .collect::<Vec<_>>()),
+            );
+            o.insert(
+                "probes".into(),
+                json!(runs.iter().map(|r| r.probe_ns).collect::<Vec<_>>()),
+            );
+            cases.push(Value::Object(o));
+        }
+        let targets: Vec<Value> = self
+            .targets()
+            .into_iter()
+            .map(|(what, measured, met)| json!({"target": what, "measured": measured, "met": met}))
+            .collect();
+        let missing: Vec<Value> = self
+            .missing
+            .iter()
+            .map(|(what, why)| json!({"transport": what, "why": why}))
+            .collect();
         let doc = JsonDoc {
             cache_line_rtt_ns: self.probe_before.median,
             cache_line_rtt_ns_after: self.probe_after.median,
             cache_line_rtt_before: self.probe_before,
             cache_line_rtt_after: self.probe_after,
             cores: [self.cores.producer, self.cores.reader],
-            cases: sums
-                .iter()
-                .map(|(c, s)| {
-                    let mut j = CaseJson::new(c, s, self.paired(c), self.probe(c));
-                    let runs = self.cases.get(c).map_or(&[][..], Vec::as_slice);
-                    j.values = runs.iter().filter_map(|r| headline(&r.sample)).collect();
-                    j.probes = runs.iter().map(|r| r.probe_ns).collect();
-                    j
-                })
-                .collect(),
+            secs: self.secs,
+            missing,
+            targets,
+            cases,
         };
         serde_json::to_string_pretty(&doc)
+    }
+}
+
+fn wait_name(t: Transport, mode: ReaderMode) -> &'static str {
+    match (t, mode) {
+        (Transport::Iceoryx2, ReaderMode::Spin) => "busy-poll",
+        (Transport::Iceoryx2, _) => "event wakeup",
+        (t, ReaderMode::Spin) if t.is_ring() => "spin (large budget)",
+        (t, _) if t.is_ring() => "sleep (spin 0, wake pipe)",
+        (_, ReaderMode::Spin) => "spin (non-blocking reads)",
+        _ => "sleep (blocking reads)",
+    }
+}
+
+fn kind_name(k: &Kind) -> &'static str {
+    match k {
+        Kind::Throughput { .. } => "throughput",
+        Kind::RoundTrip { .. } => "round_trip",
+        Kind::Idle => "idle",
+        Kind::Memcpy { .. } => "memcpy",
+        Kind::Latency { .. } => "latency",
+        Kind::Cpu { .. } => "cpu",
+        Kind::FanOut { .. } => "fan_out",
+        Kind::Connect => "connect",
+        Kind::Death => "death",
     }
 }
 
@@ -505,164 +862,8 @@ struct JsonDoc {
     cache_line_rtt_after: Spread,
     /// Producer core, reader core.
     cores: [usize; 2],
-    cases: Vec<CaseJson>,
-}
-
-/// One case in the JSON file. `min` and `max` are of the headline (`metric`) over the runs.
-#[derive(Debug, Serialize)]
-struct CaseJson {
-    transport: &'static str,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<usize>,
-    readers: u32,
-    reader_mode: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    records_per_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gb_per_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    produced_per_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lost_percent: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    producer_cpu_ns_per_record: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reader_cpu_ns_per_record: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    producer_sleeps_per_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reader_sleeps_per_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p50_ns: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p99_ns: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p999_ns: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_ns: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    idle_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    producer_nvcsw: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reader_nvcsw: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reader_window_nvcsw: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metric: Option<&'static str>,
-    runs: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    min: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max: Option<f64>,
-    /// Run-by-run ratios to the same case on the baseline (uds), > 1 = better.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vs_baseline: Option<Spread>,
-    /// The cache-line round trip just before each run, ns.
-    probe_ns: Spread,
-    /// The headline (`metric`) of each run, in run order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    values: Vec<f64>,
-    /// The probe before each run, in run order.
-    probes: Vec<f64>,
-}
-
-impl CaseJson {
-    fn new(c: &Case, s: &Summary, ratio: Option<Spread>, probe_ns: Spread) -> Self {
-        let mut j = CaseJson {
-            transport: c.transport.name(),
-            kind: "",
-            payload: None,
-            readers: 1,
-            reader_mode: "sleep",
-            records_per_s: None,
-            gb_per_s: None,
-            produced_per_s: None,
-            lost_percent: None,
-            producer_cpu_ns_per_record: None,
-            reader_cpu_ns_per_record: None,
-            producer_sleeps_per_s: None,
-            reader_sleeps_per_s: None,
-            p50_ns: None,
-            p99_ns: None,
-            p999_ns: None,
-            max_ns: None,
-            idle_s: None,
-            producer_nvcsw: None,
-            reader_nvcsw: None,
-            reader_window_nvcsw: None,
-            metric: None,
-            runs: 1,
-            min: None,
-            max: None,
-            vs_baseline: ratio,
-            probe_ns,
-            values: Vec::new(),
-            probes: Vec::new(),
-        };
-        match (c.kind, s) {
-            (
-                Kind::Throughput { payload },
-                Summary::Throughput {
-                    records,
-                    gb,
-                    produced,
-                    lost_pct,
-                    producer_cpu,
-                    reader_cpu,
-                    producer_sleeps,
-                    reader_sleeps,
-                },
-            ) => {
-                j.producer_sleeps_per_s = Some(producer_sleeps.median);
-                j.reader_sleeps_per_s = Some(reader_sleeps.median);
-                j.producer_cpu_ns_per_record = Some(producer_cpu.median);
-                j.reader_cpu_ns_per_record = Some(reader_cpu.median);
-                j.kind = "throughput";
-                j.payload = Some(payload);
-                j.records_per_s = Some(records.median);
-                j.gb_per_s = Some(gb.median);
-                if c.transport == Transport::RingLagging {
-                    j.produced_per_s = Some(produced.median);
-                    j.lost_percent = Some(lost_pct.median);
-                }
-                j.metric = Some("records_per_s");
-                j.runs = records.runs;
-                j.min = Some(records.min);
-                j.max = Some(records.max);
-            }
-            (
-                Kind::RoundTrip { payload, mode },
-                Summary::RoundTrip {
-                    p50,
-                    p99,
-                    p999,
-                    max,
-                    ..
-                },
-            ) => {
-                j.kind = "round_trip";
-                j.payload = Some(payload);
-                j.reader_mode = mode.name();
-                j.p50_ns = Some(p50.median);
-                j.p99_ns = Some(p99.median);
-                j.p999_ns = Some(p999.median);
-                j.max_ns = Some(max.median);
-                j.metric = Some("p50_ns");
-                j.runs = p50.runs;
-                j.min = Some(p50.min);
-                j.max = Some(p50.max);
-            }
-            (_, Summary::Idle(i)) => {
-                j.kind = "idle";
-                j.idle_s = Some(i.secs);
-                j.producer_nvcsw = Some(i.producer_nvcsw);
-                j.reader_nvcsw = Some(i.reader_nvcsw);
-                j.reader_window_nvcsw = Some(i.reader_window_nvcsw);
-            }
-            _ => {}
-        }
-        j
-    }
+    secs: f64,
+    missing: Vec<Value>,
+    targets: Vec<Value>,
+    cases: Vec<Value>,
 }

@@ -47,7 +47,7 @@ pub fn ring_config() -> RingConfig {
 }
 
 /// Stages pre-archived bytes, retrying while a lossless reader holds the ring back.
-fn stage(p: &mut Producer<BenchRecord>, bytes: &[u8]) -> Result<()> {
+pub(crate) fn stage(p: &mut Producer<BenchRecord>, bytes: &[u8]) -> Result<()> {
     let mut since: Option<Instant> = None;
     loop {
         match p.stage_archived(bytes) {
@@ -62,7 +62,7 @@ fn stage(p: &mut Producer<BenchRecord>, bytes: &[u8]) -> Result<()> {
 }
 
 /// Commits, retrying while a lossless reader holds the ring back.
-fn commit(p: &mut Producer<BenchRecord>) -> Result<()> {
+pub(crate) fn commit(p: &mut Producer<BenchRecord>) -> Result<()> {
     let t = Instant::now();
     loop {
         match p.commit() {
@@ -75,7 +75,11 @@ fn commit(p: &mut Producer<BenchRecord>) -> Result<()> {
 
 /// Checks every event of a batch: records are validated (rkyv), checksummed and compared
 /// with the pool; lag reports are accounted. `first` is the stream's first seq.
-fn check_batch(batch: &Batch<'_, BenchRecord>, first: u64, chk: &mut Checker) -> Result<()> {
+pub(crate) fn check_batch(
+    batch: &Batch<'_, BenchRecord>,
+    first: u64,
+    chk: &mut Checker,
+) -> Result<()> {
     for ev in batch {
         match ev {
             Event::Record(rec) => {
@@ -204,6 +208,7 @@ pub fn round_trip(payload: usize, mode: ReaderMode, ctx: &Ctx) -> Result<Percent
     let spin = match mode {
         ReaderMode::Spin => SPIN_LONG,
         ReaderMode::Sleep => 0,
+        ReaderMode::Frame => bail!("no frame-polling round trip"),
     };
     let pool = Pool::new(payload)?;
     let mut ping = Producer::<BenchRecord>::new(ring_config())?;

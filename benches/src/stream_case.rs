@@ -44,9 +44,9 @@ pub enum StreamKind {
 
 /// One side's ends of a stream: where it writes, where it reads.
 #[derive(Debug)]
-struct Ends {
-    tx: File,
-    rx: File,
+pub(crate) struct Ends {
+    pub(crate) tx: File,
+    pub(crate) rx: File,
 }
 
 impl Ends {
@@ -60,7 +60,7 @@ impl Ends {
     }
 
     /// The parent's ends, after handing the child its own.
-    fn parent(kind: StreamKind, child: &ChildProc) -> Result<Self> {
+    pub(crate) fn parent(kind: StreamKind, child: &ChildProc) -> Result<Self> {
         match kind {
             StreamKind::Uds => Self::socket(&child.sock),
             StreamKind::Pipe => {
@@ -77,7 +77,7 @@ impl Ends {
     }
 
     /// The child's ends.
-    fn child(kind: StreamKind, sock: &UnixStream) -> Result<Self> {
+    pub(crate) fn child(kind: StreamKind, sock: &UnixStream) -> Result<Self> {
         match kind {
             StreamKind::Uds => Self::socket(sock),
             StreamKind::Pipe => {
@@ -96,7 +96,7 @@ impl Ends {
     }
 
     /// Ends the parent's side of the stream: the child reads end of stream.
-    fn close_tx(self, kind: StreamKind, child: &ChildProc) -> Result<File> {
+    pub(crate) fn close_tx(self, kind: StreamKind, child: &ChildProc) -> Result<File> {
         drop(self.tx);
         if kind == StreamKind::Uds {
             child.sock.shutdown(Shutdown::Write)?;
@@ -106,7 +106,7 @@ impl Ends {
 
     /// Both ends non-blocking (spinning) or blocking. Sockets share one open file
     /// description, so this also applies to the control socket.
-    fn set_nonblocking(&self, on: bool) -> Result<()> {
+    pub(crate) fn set_nonblocking(&self, on: bool) -> Result<()> {
         for f in [&self.tx, &self.rx] {
             let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL)?);
             let flags = if on {

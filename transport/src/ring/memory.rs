@@ -75,12 +75,7 @@ impl fmt::Debug for Segment {
             .field("epoch", &self.epoch())
             .field("capacity", &self.capacity())
             .field("base_pos", &self.base_pos())
-            .field(
-                "memfd",
-                &matches!(self.inner.backing, Backing::Heap)
-                    .then_some(false)
-                    .unwrap_or(true),
-            )
+            .field("memfd", &self.fd().is_some())
             .finish()
     }
 }

@@ -391,7 +391,7 @@ impl Ctx {
             warmup: Duration::from_millis(20),
             idle_time: Duration::from_secs(2),
             latency_time: Duration::from_millis(200),
-            cpu_time: Duration::from_millis(400),
+            cpu_time: Duration::from_millis(250),
             memcpy_time: Duration::from_millis(50),
             connects: 30,
             deaths: 3,

@@ -67,6 +67,9 @@ pub fn connect(ctx: &Ctx) -> Result<Percentiles> {
     send_words(&mut svc.sock, &[STOP])?;
     svc.report()?;
     svc.finish()?;
+    if let Some(dir) = socket_path().parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     ensure!(
         got.tally.count == ctx.connects,
         "{} first records for {} connects",
@@ -148,7 +151,8 @@ pub fn service_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
             let mut p = producer.lock().unwrap_or_else(|e| e.into_inner());
             // Reader ids count up from 1: publish one record per reader that attached since
             // the last look (one that came and went in between is skipped past).
-            for id in next_id..next_id + 16 {
+            let window = next_id..next_id + 16;
+            for id in window {
                 if p.reader_policy(ReaderId(id)).is_some() {
                     p.stage_archived(pool.bytes(0))?;
                     p.commit()?;
@@ -207,7 +211,6 @@ fn connect_first(path: &std::path::Path, pool: &Pool) -> Result<Client<BenchReco
                     access_index(bytes)? == 0 && crate::payload::checksum(bytes) == pool.sum(0),
                     "the first record is not what the service sent"
                 );
-                drop(b);
                 return Ok(c);
             }
         }

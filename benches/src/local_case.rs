@@ -127,15 +127,18 @@ struct HandRing {
 
 impl HandRing {
     fn cursor(&self, at: usize) -> &AtomicU64 {
-        // SAFETY: the map is page-aligned and HAND_HEADER + HAND_CAP bytes long, so `at`
-        // (0, 128 or 256) is an aligned u64 inside the header page; only atomics ever touch
-        // these words, in both processes.
-        unsafe { &*self.map.as_ptr().add(at).cast::<AtomicU64>() }
+        assert!(at + 8 <= HAND_HEADER && at.is_multiple_of(8));
+        let p = self.map.as_ptr().wrapping_add(at).cast::<AtomicU64>();
+        // SAFETY: the map is page-aligned and HAND_HEADER + HAND_CAP bytes long, so `p`
+        // (0, 128 or 256 bytes in, checked above) is an aligned u64 inside the header page
+        // that lives as long as `self`; only atomics ever touch these words, in both
+        // processes.
+        unsafe { &*p }
     }
 
     fn data(&self) -> *mut u8 {
-        // SAFETY: the data area starts HAND_HEADER bytes into the map, which is longer.
-        unsafe { self.map.as_ptr().add(HAND_HEADER).cast_mut() }
+        // The data area starts HAND_HEADER bytes into the map, which is longer.
+        self.map.as_ptr().wrapping_add(HAND_HEADER).cast_mut()
     }
 }
 
@@ -203,11 +206,12 @@ pub fn hand_ring(payload: usize, ctx: &Ctx) -> Result<Throughput> {
                 std::hint::spin_loop();
             }
             let off = (w % HAND_CAP as u64) as usize;
+            let dst = data.wrapping_add(off);
             // SAFETY: [off, off + payload) lies inside the data area (payloads divide it),
             // and the reader is done with these bytes: it released them (r_cached), and it
             // reads nothing at or past the write cursor we publish below.
             unsafe {
-                std::ptr::copy_nonoverlapping(pool.bytes(i).as_ptr(), data.add(off), payload);
+                std::ptr::copy_nonoverlapping(pool.bytes(i).as_ptr(), dst, payload);
             }
             w += payload as u64;
             i += 1;
@@ -286,7 +290,7 @@ pub fn hand_ring_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
         // SAFETY: [off, off + n) is inside the data area and below the published write
         // cursor, so the producer wrote it before its Release store and writes it again
         // only after our Release store below.
-        let bytes = unsafe { std::slice::from_raw_parts(data.add(off), n) };
+        let bytes = unsafe { std::slice::from_raw_parts(data.wrapping_add(off), n) };
         sum = sum.wrapping_add(word_sum(bytes));
         r += n as u64;
         // SYNC POINT (release): pairs with the producer's Acquire load.

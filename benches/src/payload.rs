@@ -350,6 +350,21 @@ mod tests {
     }
 
     #[test]
+    fn stamped_records_carry_the_stamp_and_keep_their_data() {
+        let pool = Pool::new(64).unwrap();
+        let mut c = StampChecker::new(64).unwrap();
+        let mut buf = AlignedVec::new();
+        for i in 0..100 {
+            pool.stamped_into(i, 1_000 + i, &mut buf);
+            assert_eq!(buf.len(), 64);
+            assert_eq!(c.record(i, &buf).unwrap(), 1_000 + i);
+        }
+        pool.stamped_into(100, 7, &mut buf);
+        buf[3] ^= 1;
+        assert!(c.record(100, &buf).is_err());
+    }
+
+    #[test]
     fn checksum_sees_every_byte() {
         let base = vec![7u8; 75];
         for i in 0..base.len() {

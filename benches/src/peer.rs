@@ -23,6 +23,9 @@ pub const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/iceoryx2/
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 
+/// A `result k=v ...` line, parsed.
+type Kv = Vec<(String, u64)>;
+
 /// The built peer.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -64,7 +67,7 @@ impl Proc {
     }
 
     /// The `result k=v ...` line, as numbers.
-    fn result(&mut self) -> Result<Vec<(String, u64)>> {
+    fn result(&mut self) -> Result<Kv> {
         let l = self.line()?;
         let rest = l
             .strip_prefix("result ")
@@ -190,11 +193,7 @@ impl Peer {
     }
 
     /// A subscriber and a publisher; returns the subscriber's and the publisher's results.
-    fn pubsub(
-        &self,
-        ctx: &Ctx,
-        args: Vec<String>,
-    ) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>)> {
+    fn pubsub(&self, ctx: &Ctx, args: Vec<String>) -> Result<(Kv, Kv)> {
         let name = self.name();
         let r = (|| {
             let mut sub = self.spawn("sub", &name, ctx.cores.reader, &args)?;

@@ -488,10 +488,14 @@ impl Results {
     }
 
     fn fan_out_table(&self, m: &mut String) {
-        let cases = self.of_kind(|k| matches!(k, Kind::FanOut { .. }));
+        let mut cases = self.of_kind(|k| matches!(k, Kind::FanOut { .. }));
         if cases.is_empty() {
             return;
         }
+        cases.sort_by_key(|c| match c.kind {
+            Kind::FanOut { readers, mode, .. } => (mode, c.transport, readers),
+            _ => (ReaderMode::Spin, c.transport, 0),
+        });
         m.push_str(
             "### Fan-out: the producer's CPU per record with 1–3 lossless readers (128 B at 100k/s; producer on core 0, every reader on core 1)\n\n\
              | reader | transport | readers | producer CPU ns/record | vs 1 reader | reader CPU ns/record |\n\

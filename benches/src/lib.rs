@@ -1,8 +1,13 @@
 //! Firehose benchmarks.
 //!
 //! - `benches/ring.rs`: criterion micro benches of the ring in one process;
-//! - the `firehose-bench` binary: the ring across two processes against a Unix socket
-//!   ([`cases::Plan`]), after a cache-line round-trip [`probe`].
+//! - the `firehose-bench` binary: the ring across processes side by side with a Unix
+//!   socket, a pipe ([`stream_case`]), a crossbeam channel, a bare hand ring and memcpy
+//!   ([`local_case`]) and iceoryx2 ([`peer`], a crate outside the workspace), for
+//!   throughput, round trips, one-way latency and CPU per record at paced rates
+//!   ([`paced`]), fan-out, connecting ([`connect_case`]) and idle wakeups
+//!   ([`cases::Plan`]), after a cache-line round-trip [`probe`]; Markdown, JSON
+//!   ([`report`]) and SVG plots ([`plot`]). Results: `BENCHMARKS.md`.
 //!
 //! The binary is its own child: it runs the reader side of each case as a
 //! [`child::Role`] in a copy of itself, pinned to the second core.

@@ -8,6 +8,7 @@
 //!
 //! The layout is documented in [`layout`].
 
+pub(crate) mod bulk;
 pub(crate) mod error;
 pub mod layout;
 pub(crate) mod memory;

@@ -824,22 +824,8 @@ fn copy_staged(seg: &Segment, w: u64, staged: &[u8]) {
     debug_assert_eq!(staged.len() % 8, 0);
     let n = staged.len() / 8;
     let first = n.min(words - start);
-    store_words(&data[start..start + first], &staged[..first * 8]);
+    super::bulk::store(&data[start..start + first], &staged[..first * 8]);
     if first < n {
-        store_words(&data[..n - first], &staged[first * 8..]);
-    }
-}
-
-/// Stores `src` (a multiple of 8 bytes) into `dst` word by word with Relaxed atomic stores.
-#[inline]
-fn store_words(dst: &[crate::sync::AtomicU64], src: &[u8]) {
-    debug_assert_eq!(dst.len() * 8, src.len());
-    for (d, s) in dst.iter().zip(src.chunks_exact(8)) {
-        // Relaxed: the data words are published by the write cursor's Release store, and
-        // a lagging reader detects overwrites through the reserve cursor, not through them.
-        d.store(
-            u64::from_ne_bytes(s.try_into().expect("chunks of 8")),
-            Ordering::Relaxed,
-        );
+        super::bulk::store(&data[..n - first], &staged[first * 8..]);
     }
 }

@@ -791,21 +791,18 @@ thread_local! {
     pub(crate) static AFTER_COPY: std::cell::RefCell<Option<Box<dyn FnOnce()>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Copies `n` bytes (a multiple of 16) starting at ring position `pos` into `buf`, word by
-/// word with Relaxed atomic loads, splitting at the wrap.
+/// Copies `n` bytes (a multiple of 16) starting at ring position `pos` into `buf`, splitting
+/// at the wrap.
 #[inline]
 fn copy_words(data: &[AtomicU64], pos: u64, cap: u64, buf: &mut [Block], n: usize) {
     let start = ((pos & (cap - 1)) / 8) as usize;
     let words = n / 8;
     let first = words.min(data.len() - start);
     let dst = blocks_as_words(buf);
-    // Relaxed: the copy is checked against the reserve cursor after fence(Acquire).
-    for (d, s) in dst[..first].iter_mut().zip(&data[start..start + first]) {
-        *d = s.load(Ordering::Relaxed);
-    }
-    for (d, s) in dst[first..words].iter_mut().zip(&data[..words - first]) {
-        *d = s.load(Ordering::Relaxed);
-    }
+    // Relaxed loads (or their bulk equivalent): the copy is checked against the reserve
+    // cursor after fence(Acquire).
+    super::bulk::load(&mut dst[..first], &data[start..start + first]);
+    super::bulk::load(&mut dst[first..words], &data[..words - first]);
 }
 
 /// Views the copy buffer as words.

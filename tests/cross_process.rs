@@ -42,7 +42,7 @@ fn ten_million_records_reach_lossless_readers_whole_and_lagging_readers_accounte
     let total: u64 = 10_000_000;
     let mut p = Producer::<Vec<u8>>::new(RingConfig {
         capacity: 1 << 20,
-        max_record: 1024,
+        max_record: 4096,
         batch_bytes: 32 << 10,
         lossless_wait: Duration::from_secs(30),
         first_seq: 1,

@@ -22,7 +22,7 @@ use crate::watchdog::Watchdog;
 fn producer() -> Producer<Vec<u8>> {
     Producer::new(RingConfig {
         capacity: 1 << 16,
-        max_record: 1024,
+        max_record: 4096,
         ..RingConfig::default()
     })
     .unwrap()

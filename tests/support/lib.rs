@@ -5,8 +5,14 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 
 /// The payload of record `seq`: its length and every byte are a function of `seq`.
+/// Every 97th record is large (1.5 to 2 KiB, written straight into the ring); the others are
+/// under 181 bytes (gathered and copied in bulk).
 pub fn payload(seq: u64) -> Vec<u8> {
-    let len = (seq.wrapping_mul(2654435761) % 181) as usize;
+    let len = if seq.is_multiple_of(97) {
+        1500 + (seq % 500) as usize
+    } else {
+        (seq.wrapping_mul(2654435761) % 181) as usize
+    };
     (0..len)
         .map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i * 7) as u8)
         .collect()

@@ -49,7 +49,7 @@ pub(crate) fn service(args: &[String]) -> anyhow::Result<()> {
     let limit = raise_fd_limit().unwrap_or(1024);
     let producer = Arc::new(Mutex::new(Producer::<Vec<u8>>::new(RingConfig {
         capacity: num(args, "--capacity", 1 << 20) as usize,
-        max_record: 1024,
+        max_record: 4096,
         batch_bytes: 16 << 10,
         lossless_wait: Duration::ZERO,
         first_seq: 1,

@@ -29,7 +29,10 @@ pub(crate) fn store(dst: &[AtomicU64], src: &[u8]) {
     for (d, s) in dst[done / 8..].iter().zip(src[done..].chunks_exact(8)) {
         // Relaxed: the data words are published by the write cursor's Release store, and
         // a lagging reader detects overwrites through the reserve cursor, not through them.
-        d.store(u64::from_ne_bytes(s.try_into().expect("chunks of 8")), Ordering::Relaxed);
+        d.store(
+            u64::from_ne_bytes(s.try_into().expect("chunks of 8")),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -137,10 +140,13 @@ mod tests {
 
     #[test]
     fn bulk_copies_match_a_byte_copy_at_every_length_and_offset() {
-        let src: Vec<u8> = (0..2048u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let src: Vec<u8> = (0..2048u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for words in [0usize, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200] {
             for skip in [0usize, 1, 2, 3] {
-                let dst: Vec<AtomicU64> = (0..words + skip).map(|_| AtomicU64::new(0xDEAD)).collect();
+                let dst: Vec<AtomicU64> =
+                    (0..words + skip).map(|_| AtomicU64::new(0xDEAD)).collect();
                 let bytes = &src[skip * 8..skip * 8 + words * 8];
                 store(&dst[skip..], bytes);
                 for (i, w) in dst.iter().enumerate() {
@@ -150,7 +156,11 @@ mod tests {
                         let k = (i - skip) * 8;
                         u64::from_ne_bytes(bytes[k..k + 8].try_into().unwrap())
                     };
-                    assert_eq!(w.load(Ordering::Relaxed), want, "words {words} skip {skip} at {i}");
+                    assert_eq!(
+                        w.load(Ordering::Relaxed),
+                        want,
+                        "words {words} skip {skip} at {i}"
+                    );
                 }
                 let mut back = vec![0u64; words];
                 load(&mut back, &dst[skip..]);

@@ -37,6 +37,14 @@ fn payload(seq: u64) -> [u8; 8] {
     [seq as u8; 8]
 }
 
+/// A producer for a model: `direct` writes every frame straight into the ring, otherwise
+/// frames gather privately and are copied in bulk at commit. Models run both ways.
+fn producer(direct: bool) -> P {
+    let mut p = P::new_heap(config()).unwrap();
+    p.set_direct_min(if direct { 0 } else { usize::MAX });
+    p
+}
+
 /// Collects records from one call, checking each payload against its seq.
 fn take(r: &mut Reader<Vec<u8>>, got: &mut Vec<u64>, lagged: &mut u64) {
     match r.try_recv(8) {
@@ -58,8 +66,14 @@ fn take(r: &mut Reader<Vec<u8>>, got: &mut Vec<u64>, lagged: &mut u64) {
 }
 
 fn publish_model() {
-    loom::model(|| {
-        let mut p = P::new_heap(config()).unwrap();
+    for direct in [false, true] {
+        publish_model_with(direct);
+    }
+}
+
+fn publish_model_with(direct: bool) {
+    loom::model(move || {
+        let mut p = producer(direct);
         let mut r = p.attach_local(Policy::Lossless).unwrap();
         let t = thread::spawn(move || {
             for seq in 1..=2 {
@@ -99,8 +113,14 @@ fn loom_publish_without_acquire_load_fails() {
 /// A lagging reader copies the oldest frame while the producer laps it: it must either get
 /// the frame whole or report it lagged, never hand out a torn one.
 fn lap_model() {
-    loom::model(|| {
-        let mut p = P::new_heap(config()).unwrap();
+    for direct in [false, true] {
+        lap_model_with(direct);
+    }
+}
+
+fn lap_model_with(direct: bool) {
+    loom::model(move || {
+        let mut p = producer(direct);
         let mut r = p.attach_local(Policy::Lagging).unwrap();
         for seq in 1..=4 {
             p.stage_archived(&payload(seq)).unwrap();
@@ -141,8 +161,14 @@ fn loom_lap_without_copy_fence_fails() {
 
 /// A reader with no spin budget sleeps on its wake channel; a publish must wake it.
 fn sleep_model() {
-    loom::model(|| {
-        let mut p = P::new_heap(config()).unwrap();
+    for direct in [false, true] {
+        sleep_model_with(direct);
+    }
+}
+
+fn sleep_model_with(direct: bool) {
+    loom::model(move || {
+        let mut p = producer(direct);
         let mut r = p.attach_local(Policy::Lagging).unwrap();
         r.set_spin(0);
         let t = thread::spawn(move || {
@@ -175,8 +201,14 @@ fn loom_sleep_without_producer_fence_deadlocks() {
 /// The lossless room check: with a full ring, the producer waits for the reader's release
 /// and never overwrites a frame the reader has not read.
 fn room_model() {
-    loom::model(|| {
-        let mut p = P::new_heap(config()).unwrap();
+    for direct in [false, true] {
+        room_model_with(direct);
+    }
+}
+
+fn room_model_with(direct: bool) {
+    loom::model(move || {
+        let mut p = producer(direct);
         let mut r = p.attach_local(Policy::Lossless).unwrap();
         for seq in 1..=4 {
             p.stage_archived(&payload(seq)).unwrap();
@@ -201,4 +233,16 @@ fn room_model() {
 #[test]
 fn loom_lossless_reader_is_never_overwritten() {
     room_model();
+}
+
+#[test]
+#[should_panic]
+fn loom_lap_written_in_place_without_reserve_fence_fails() {
+    with_disabled(Site::ReserveFence, || lap_model_with(true));
+}
+
+#[test]
+#[should_panic]
+fn loom_publish_written_in_place_without_release_store_fails() {
+    with_disabled(Site::PublishStore, || publish_model_with(true));
 }

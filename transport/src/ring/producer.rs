@@ -32,6 +32,10 @@ use super::reader::{Policy, Reader};
 use super::wake::{self, WakeTx};
 use crate::sync::{self, Ordering, Site};
 
+/// Payloads at least this large are written straight into the ring; smaller ones are
+/// gathered privately and copied in bulk (see `stage_frame`).
+const DIRECT_MIN: usize = 1024;
+
 /// How recently the slowest lossless reader must have moved for a waiting producer to keep
 /// polling instead of sleeping.
 const ACTIVE_READER: Duration = Duration::from_millis(1);
@@ -148,8 +152,13 @@ pub struct Producer<T> {
     committed_seq: u64,
     /// Seq the next staged frame will have.
     next_seq: u64,
-    /// Frames staged but not committed, laid out exactly as they go into the ring at `w`.
-    staging: AlignedVec,
+    /// Bytes of frames written into the ring after `w` but not yet published.
+    staged: u64,
+    /// Small frames staged privately, laid out exactly as they go into the ring at
+    /// `w + staged`; copied in bulk before the next large frame or at commit.
+    pending: AlignedVec,
+    /// The reserve cursor's value: every byte the producer writes lies before it.
+    reserved: u64,
     /// Position and seq of the first non-padding staged frame.
     staged_first: Option<(u64, u64)>,
     scratch: AlignedVec,
@@ -162,6 +171,9 @@ pub struct Producer<T> {
     closed: bool,
     /// Set while `rotate` moves staged frames to the new segment: no automatic commit then.
     restaging: bool,
+    /// Payload size from which frames are written straight into the ring ([`DIRECT_MIN`];
+    /// tests move it to cover both paths).
+    direct_min: usize,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -171,7 +183,7 @@ impl<T> std::fmt::Debug for Producer<T> {
             .field("segment", &self.seg)
             .field("write", &self.w)
             .field("next_seq", &self.next_seq)
-            .field("staged_bytes", &self.staging.len())
+            .field("staged_bytes", &(self.staged as usize + self.pending.len()))
             .field("readers", &self.readers.len())
             .finish()
     }
@@ -214,9 +226,11 @@ impl<T: Archive> Producer<T> {
             w: 0,
             committed_seq: config.first_seq,
             next_seq: config.first_seq,
-            staging: AlignedVec::with_capacity(
+            staged: 0,
+            pending: AlignedVec::with_capacity(
                 config.batch_bytes + 2 * frame_len(config.max_record),
             ),
+            reserved: 0,
             staged_first: None,
             scratch: AlignedVec::new(),
             arena: Arena::new(),
@@ -225,6 +239,7 @@ impl<T: Archive> Producer<T> {
             min_released: None,
             closed: false,
             restaging: false,
+            direct_min: DIRECT_MIN,
             backing,
             seg,
             config,
@@ -264,7 +279,7 @@ impl<T: Archive> Producer<T> {
 
     /// Bytes staged and not yet committed.
     pub fn staged_bytes(&self) -> usize {
-        self.staging.len()
+        self.staged as usize + self.pending.len()
     }
 
     /// Committed write position.
@@ -316,12 +331,7 @@ impl<T: Archive> Producer<T> {
             });
         }
         let seq = self.next_seq;
-        self.stage_frame(
-            FrameKind::Record,
-            seq,
-            |buf| buf.extend_from_slice(payload),
-            payload.len(),
-        )?;
+        self.stage_frame(FrameKind::Record, seq, payload)?;
         self.next_seq += 1;
         Ok(seq)
     }
@@ -336,63 +346,119 @@ impl<T: Archive> Producer<T> {
         if to < from {
             return Err(PublishError::GapBackwards { to, next: from });
         }
-        self.stage_frame(
-            FrameKind::Gap,
-            from,
-            |buf| {
-                buf.extend_from_slice(&to.to_ne_bytes());
-                buf.extend_from_slice(&u64::from(reason).to_ne_bytes());
-            },
-            GAP_PAYLOAD,
-        )?;
+        let mut payload = [0u8; GAP_PAYLOAD];
+        payload[..8].copy_from_slice(&to.to_ne_bytes());
+        payload[8..].copy_from_slice(&u64::from(reason).to_ne_bytes());
+        self.stage_frame(FrameKind::Gap, from, &payload)?;
         self.next_seq = to + 1;
         Ok(())
     }
 
+    /// Stages one frame (after a padding frame, if it would cross the end of the data area),
+    /// unpublished until `commit`. A frame with a payload of [`DIRECT_MIN`] bytes or more is
+    /// written straight into the ring (one copy); smaller ones gather in the private buffer
+    /// and go into the ring in one bulk copy (measured: per-record writes into shared lines
+    /// halve 64 B throughput when the two cores are far apart, while one copy instead of two
+    /// lifts 4 KiB from 28 to 47 GB/s).
     fn stage_frame(
         &mut self,
         kind: FrameKind,
         seq: u64,
-        write_payload: impl FnOnce(&mut AlignedVec),
-        payload_len: usize,
+        payload: &[u8],
     ) -> Result<(), PublishError> {
         if self.closed {
             return Err(PublishError::Closed);
         }
-        let flen = frame_len(payload_len);
-        if !self.staging.is_empty()
-            && self.staging.len() + flen > self.config.batch_bytes
-            && !self.restaging
-        {
+        let flen = frame_len(payload.len()) as u64;
+        let held = self.staged + self.pending.len() as u64;
+        if held > 0 && held + flen > self.config.batch_bytes as u64 && !self.restaging {
             self.commit()?;
         }
-        let pos = self.w + self.staging.len() as u64;
+        let pos = self.w + self.staged + self.pending.len() as u64;
         // `cap` is a power of two: a mask, not a divide (a `div` per frame was measured at a
         // third of staging time).
-        let off = (pos & (self.cap - 1)) as usize;
-        let mut start = pos;
-        if off + flen > self.cap as usize {
-            let pad = self.cap as usize - off;
-            self.push_header(FrameKind::Padding, (pad - FRAME_HEADER) as u32, seq);
-            self.staging
-                .resize(self.staging.len() + pad - FRAME_HEADER, 0);
-            start = pos + pad as u64;
+        let off = pos & (self.cap - 1);
+        let pad = if off + flen > self.cap {
+            self.cap - off
+        } else {
+            0
+        };
+        let end = pos + pad + flen;
+        if !self.has_room(end) {
+            // Readers can only release what they have seen: publish the batch so far first
+            // (this leaves `pos` where it is).
+            if self.staged_bytes() > 0 && !self.restaging {
+                self.commit()?;
+            }
+            self.wait_for_room(end, flen as usize)?;
         }
-        self.push_header(kind, payload_len as u32, seq);
-        let before = self.staging.len();
-        write_payload(&mut self.staging);
-        debug_assert_eq!(self.staging.len() - before, payload_len);
-        self.staging.resize(before + align_up(payload_len), 0);
+        let start = pos + pad;
+        if payload.len() >= self.direct_min {
+            self.flush_pending();
+            self.reserve(end);
+            let data = self.seg.data();
+            let mask = self.cap - 1;
+            if pad > 0 {
+                store_header(
+                    data,
+                    pos & mask,
+                    FrameKind::Padding,
+                    (pad - FRAME_HEADER as u64) as u32,
+                    seq,
+                );
+            }
+            store_header(data, start & mask, kind, payload.len() as u32, seq);
+            store_payload(data, (start & mask) + FRAME_HEADER as u64, payload);
+            self.staged += pad + flen;
+        } else {
+            if pad > 0 {
+                push_header(
+                    &mut self.pending,
+                    FrameKind::Padding,
+                    (pad - FRAME_HEADER as u64) as u32,
+                    seq,
+                );
+                self.pending
+                    .resize(self.pending.len() + pad as usize - FRAME_HEADER, 0);
+            }
+            push_header(&mut self.pending, kind, payload.len() as u32, seq);
+            let before = self.pending.len();
+            self.pending.extend_from_slice(payload);
+            self.pending.resize(before + align_up(payload.len()), 0);
+        }
         if self.staged_first.is_none() {
             self.staged_first = Some((start, seq));
         }
         Ok(())
     }
 
-    fn push_header(&mut self, kind: FrameKind, payload_len: u32, seq: u64) {
-        self.staging
-            .extend_from_slice(&header_word(kind, payload_len).to_ne_bytes());
-        self.staging.extend_from_slice(&seq.to_ne_bytes());
+    /// Copies the privately staged frames into the ring after the staged ones.
+    fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let at = self.w + self.staged;
+        let len = self.pending.len() as u64;
+        self.reserve(at + len);
+        copy_into_ring(&self.seg, at, &self.pending);
+        self.staged += len;
+        self.pending.clear();
+    }
+
+    /// Moves the reserve cursor past `end` before anything there is written, a batch at a
+    /// time (one store and fence per batch, not per record).
+    fn reserve(&mut self, end: u64) {
+        if end <= self.reserved {
+            return;
+        }
+        let to = end.max(self.w + self.config.batch_bytes as u64);
+        // SYNC POINT (reserve): a lagging reader that copies bytes we are about to overwrite
+        // sees this value after its fence(Acquire) (fence-to-fence synchronization through
+        // the data words it read), so it knows its copy may be torn. Relaxed store: the fence
+        // below orders it before the data writes.
+        self.seg.header().reserve.0.store(to, Ordering::Relaxed);
+        sync::fence(Site::ReserveFence, Ordering::Release);
+        self.reserved = to;
     }
 
     /// Stages and commits one record. Returns its seq.
@@ -465,32 +531,21 @@ impl<T: Archive> Producer<T> {
         self.min_released = min;
     }
 
-    /// Copies the staged batch into the ring and publishes it with one store of the write
-    /// cursor. Waits up to `lossless_wait` for lossless readers to make room.
+    /// Publishes the staged batch with one Release store of the write cursor, and wakes
+    /// sleeping readers. (Room was made when each record was staged.)
     ///
     /// # Errors
-    /// [`PublishError::Backpressure`] if a lossless reader did not make room in time (the
-    /// batch stays staged), [`PublishError::Closed`].
+    /// [`PublishError::Closed`].
     pub fn commit(&mut self) -> Result<(), PublishError> {
-        if self.staging.is_empty() {
-            return Ok(());
-        }
         if self.closed {
             return Err(PublishError::Closed);
         }
-        let len = self.staging.len() as u64;
-        let end = self.w + len;
-        if !self.has_room(end) {
-            self.wait_for_room(end)?;
+        self.flush_pending();
+        if self.staged == 0 {
+            return Ok(());
         }
+        let end = self.w + self.staged;
         let hdr = self.seg.header();
-        // SYNC POINT (reserve): a lagging reader that copies bytes this batch overwrites
-        // sees this reserve value after its fence(Acquire) (fence-to-fence synchronization
-        // through the data words it read), so it knows its copy may be torn. Relaxed store:
-        // the fence below orders it before the data writes.
-        hdr.reserve.0.store(end, Ordering::Relaxed);
-        sync::fence(Site::ReserveFence, Ordering::Release);
-        copy_staged(&self.seg, self.w, &self.staging);
         if let Some((pos, seq)) = self.staged_first.take() {
             // Relaxed: published by the Release store of resync_head below. A reader that
             // races with a later overwrite of this slot checks the frame at `pos` against
@@ -507,13 +562,13 @@ impl<T: Archive> Producer<T> {
             .0
             .store(end, sync::ord(Site::PublishStore, Ordering::Release));
         self.w = end;
+        self.staged = 0;
         self.committed_seq = self.next_seq;
-        self.staging.clear();
         self.wake_sleepers();
         Ok(())
     }
 
-    fn wait_for_room(&mut self, end: u64) -> Result<(), PublishError> {
+    fn wait_for_room(&mut self, end: u64, needed: usize) -> Result<(), PublishError> {
         let deadline = Instant::now() + self.config.lossless_wait;
         let mut spins = 0u32;
         let mut last_seen = self.min_released.map(|(m, _)| m);
@@ -535,8 +590,8 @@ impl<T: Archive> Producer<T> {
                     .expect("no room implies a lossless reader");
                 return Err(PublishError::Backpressure {
                     reader,
-                    needed: self.staging.len(),
-                    free: (min + self.cap).saturating_sub(self.w) as usize,
+                    needed,
+                    free: (min + self.cap).saturating_sub(self.w + self.staged) as usize,
                 });
             }
             // While the slowest reader is moving (it released something in the last
@@ -649,6 +704,12 @@ impl<T: Archive> Producer<T> {
         })
     }
 
+    /// Moves the size from which payloads are written straight into the ring (tests).
+    #[cfg(test)]
+    pub(crate) fn set_direct_min(&mut self, bytes: usize) {
+        self.direct_min = bytes;
+    }
+
     /// A reader's released position as the producer sees it (clamped to the current
     /// segment), and its lag behind the write cursor in bytes. `None` for an unknown id.
     pub fn reader_progress(&self, id: ReaderId) -> Option<(u64, u64)> {
@@ -725,8 +786,13 @@ impl<T: Archive> Producer<T> {
                 .store(CURSOR_CUT_OFF, Ordering::Release);
         }
         self.readers.retain(|s| !cut_off.contains(&s.id));
-        // Restage what was staged for the old segment's layout.
-        let staged = std::mem::take(&mut self.staging);
+        // Restage what was staged (written after `w` in the old segment, never published)
+        // in the new segment's layout.
+        let mut staged = read_staged(&old, self.w, self.staged);
+        staged.extend_from_slice(&self.pending);
+        self.pending.clear();
+        self.staged = 0;
+        self.reserved = self.w;
         self.staged_first = None;
         self.next_seq = self.committed_seq;
         self.seg = new.clone();
@@ -762,15 +828,13 @@ impl<T: Archive> Producer<T> {
         }
     }
 
-    /// Commits what is staged (if it can without waiting), marks the ring closed and wakes
+    /// Commits what is staged, marks the ring closed and wakes
     /// every reader: each reads what is left, then gets `ReadError::Closed`.
     pub fn close(&mut self) {
         if self.closed {
             return;
         }
-        let wait = std::mem::take(&mut self.config.lossless_wait);
         let _ = self.commit();
-        self.config.lossless_wait = wait;
         self.closed = true;
         // Pairs with the reader's Acquire load of `state`.
         self.seg
@@ -816,16 +880,76 @@ fn restage(staged: &[u8], mut f: impl FnMut(FrameKind, u64, &[u8])) {
     }
 }
 
-/// Copies the staged bytes into the data area at position `w`, splitting at the wrap.
-fn copy_staged(seg: &Segment, w: u64, staged: &[u8]) {
+/// Appends a frame header to a private staging buffer.
+fn push_header(buf: &mut AlignedVec, kind: FrameKind, payload_len: u32, seq: u64) {
+    buf.extend_from_slice(&header_word(kind, payload_len).to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+}
+
+/// Copies privately staged bytes into the data area at position `at`, splitting at the wrap.
+fn copy_into_ring(seg: &Segment, at: u64, bytes: &[u8]) {
     let data = seg.data();
-    let words = data.len();
-    let start = ((w & (seg.capacity() as u64 - 1)) / 8) as usize;
-    debug_assert_eq!(staged.len() % 8, 0);
-    let n = staged.len() / 8;
-    let first = n.min(words - start);
-    super::bulk::store(&data[start..start + first], &staged[..first * 8]);
+    let start = ((at & (seg.capacity() as u64 - 1)) / 8) as usize;
+    debug_assert_eq!(bytes.len() % 8, 0);
+    let n = bytes.len() / 8;
+    let first = n.min(data.len() - start);
+    super::bulk::store(&data[start..start + first], &bytes[..first * 8]);
     if first < n {
-        super::bulk::store(&data[..n - first], &staged[first * 8..]);
+        super::bulk::store(&data[..n - first], &bytes[first * 8..]);
     }
+}
+
+/// Stores a frame header (two words) at data offset `off`.
+#[inline]
+fn store_header(
+    data: &[crate::sync::AtomicU64],
+    off: u64,
+    kind: FrameKind,
+    payload_len: u32,
+    seq: u64,
+) {
+    let i = (off / 8) as usize;
+    // Relaxed: published by the write cursor's Release store; a lagging reader detects
+    // overwrites through the reserve cursor, not through these words.
+    data[i].store(header_word(kind, payload_len), Ordering::Relaxed);
+    data[i + 1].store(seq, Ordering::Relaxed);
+}
+
+/// Stores a payload at data offset `off` (a frame never crosses the end of the data area),
+/// zero-padded to the frame alignment.
+#[inline]
+fn store_payload(data: &[crate::sync::AtomicU64], off: u64, payload: &[u8]) {
+    let i = (off / 8) as usize;
+    let full = payload.len() / 8;
+    super::bulk::store(&data[i..i + full], &payload[..full * 8]);
+    let mut k = i + full;
+    let rest = &payload[full * 8..];
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        // Relaxed: as in `store_header`.
+        data[k].store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        k += 1;
+    }
+    for z in &data[k..i + align_up(payload.len()) / 8] {
+        // Relaxed: as in `store_header`.
+        z.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Reads back the `len` staged bytes at position `w` of `seg` (our own writes, never
+/// published), splitting at the wrap.
+fn read_staged(seg: &Segment, w: u64, len: u64) -> AlignedVec {
+    let data = seg.data();
+    let start = ((w & (seg.capacity() as u64 - 1)) / 8) as usize;
+    let n = (len / 8) as usize;
+    let first = n.min(data.len() - start);
+    let mut words = vec![0u64; n];
+    super::bulk::load(&mut words[..first], &data[start..start + first]);
+    super::bulk::load(&mut words[first..], &data[..n - first]);
+    let mut out = AlignedVec::with_capacity(n * 8);
+    for w in words {
+        out.extend_from_slice(&w.to_ne_bytes());
+    }
+    out
 }

@@ -197,9 +197,13 @@ fn a_lossless_reader_holds_the_producer_back_until_it_releases() {
     let n = b.len();
     #[allow(clippy::forget_non_drop)] // the point: no destructor is needed for soundness
     std::mem::forget(b);
-    assert!(matches!(p.commit(), Err(PublishError::Backpressure { .. })));
+    assert!(matches!(
+        p.stage(&payload(p.next_seq(), 100)),
+        Err(PublishError::Backpressure { .. })
+    ));
     // The next call releases what the leaked batch held.
     assert!(r.try_recv(1000).unwrap().is_empty());
+    p.stage(&payload(p.next_seq(), 100)).unwrap();
     p.commit().unwrap();
     let rest = drain_all(&mut r);
     assert_eq!(n + rest.len(), p.next_seq() as usize - 1);
@@ -481,19 +485,16 @@ fn a_sleeping_reader_is_woken_by_a_publish_from_another_thread() {
         got
     });
     for i in 0..1000 {
-        p.stage(&payload(p.next_seq(), 16)).unwrap();
-        if i % 7 == 0 {
-            loop {
-                match p.commit() {
-                    Ok(()) => break,
-                    Err(PublishError::Backpressure { .. }) => std::thread::yield_now(),
-                    Err(e) => panic!("{e}"),
-                }
+        loop {
+            match p.stage(&payload(p.next_seq(), 16)) {
+                Ok(_) => break,
+                Err(PublishError::Backpressure { .. }) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
             }
         }
-    }
-    while p.commit().is_err() {
-        std::thread::yield_now();
+        if i % 7 == 0 {
+            p.commit().unwrap();
+        }
     }
     p.close();
     assert_eq!(t.join().unwrap(), 1000);
@@ -611,8 +612,9 @@ fn check_against_model(model: &VecDeque<Seen>, seen: &[Seen], expected: &mut u64
     }
 }
 
-fn model_run(ops: Vec<Op>) {
+fn model_run(ops: Vec<Op>, direct_min: usize) {
     let p = Rc::new(RefCell::new(P::new_heap(config(4096)).unwrap()));
+    p.borrow_mut().set_direct_min(direct_min);
     let mut lossless = p.borrow_mut().attach_local(Policy::Lossless).unwrap();
     let mut lagging = p.borrow_mut().attach_local(Policy::Lagging).unwrap();
     let mut model: VecDeque<Seen> = VecDeque::new();
@@ -733,7 +735,11 @@ proptest! {
         ..ProptestConfig::default()
     })]
     #[test]
-    fn ring_matches_a_queue_model(ops in prop::collection::vec(op(), 1..60)) {
-        model_run(ops);
+    fn ring_matches_a_queue_model(
+        ops in prop::collection::vec(op(), 1..60),
+        // Frames written straight into the ring, gathered privately, or a mix.
+        direct_min in prop_oneof![Just(0usize), Just(100), Just(usize::MAX)],
+    ) {
+        model_run(ops, direct_min);
     }
 }

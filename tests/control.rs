@@ -623,3 +623,31 @@ fn a_client_reconnects_with_backoff_to_a_restarted_service_and_resumes_after_its
     assert_eq!(again.start(), StartAt::Seq(last + 1));
     read_records(&mut again, 100);
 }
+
+/// A history query to a service without history is answered, not ignored: the rows end
+/// at once with `Unavailable`; status reports the reader and the ring.
+#[test]
+fn queries_and_status_are_answered_over_the_socket() {
+    use firehose_transport::control::wire::{HistoryQuery, QueryEnd};
+    let svc = Service::start(&["--pace-us", "1000"]);
+    let _dog = Watchdog::arm(
+        "query and status",
+        Duration::from_secs(30),
+        vec![svc.proc.child.id()],
+    );
+    let mut c: Client<Vec<u8>> = Client::connect(&svc.path, &opts(Policy::Lagging)).unwrap();
+    let (rows, end) = c
+        .query(HistoryQuery {
+            id: 9,
+            seq: Some((1, 100)),
+            ..HistoryQuery::default()
+        })
+        .unwrap();
+    assert!(rows.is_empty());
+    assert_eq!(end, QueryEnd::Unavailable);
+    let st = c.status().unwrap();
+    assert_eq!(st.pid, svc.proc.child.id());
+    assert_eq!(st.readers.len(), 1);
+    assert_eq!(st.ring_capacity, 1 << 20);
+    assert!(st.health.contains("no history"), "{}", st.health);
+}

@@ -135,6 +135,10 @@ pub struct Client<T> {
     next_seq: u64,
     /// Where the hello asked to start.
     start: StartAt,
+    /// The socket's receive buffer, reused.
+    buf: Vec<u8>,
+    /// Receive calls since the socket was last read while the ring had data.
+    since_socket: u32,
 }
 
 impl<T> std::fmt::Debug for Client<T> {
@@ -191,7 +195,7 @@ impl<T: Archive> Client<T> {
             if !wait_readable(stream.as_fd(), left).map_err(io_err)? {
                 continue;
             }
-            pump(&stream, &mut sm).map_err(|e| match e {
+            pump(&stream, &mut sm, &mut [0u8; 4096]).map_err(|e| match e {
                 PumpError::Io(source) => ClientError::Io {
                     path: path.to_path_buf(),
                     source,
@@ -235,6 +239,8 @@ impl<T: Archive> Client<T> {
                             other: VecDeque::new(),
                             disconnected: None,
                             start: opts.start,
+                            buf: vec![0; 64 << 10],
+                            since_socket: 0,
                         };
                         c.stream.set_nonblocking(true).map_err(io_err)?;
                         c.absorb_events();
@@ -301,7 +307,7 @@ impl<T: Archive> Client<T> {
 
     /// Reads whatever the socket has (non-blocking) and sorts the events.
     fn service_socket(&mut self) -> Result<(), ClientError> {
-        match pump(&self.stream, &mut self.sm) {
+        match pump(&self.stream, &mut self.sm, &mut self.buf) {
             Ok(()) => {}
             Err(PumpError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(PumpError::Io(source)) => {
@@ -401,8 +407,15 @@ impl<T: Archive> Client<T> {
     /// One round without blocking: reads the socket, fills a batch from the ring, follows
     /// a segment switch. Says what to wait for if nothing is ready.
     pub(crate) fn step(&mut self, max: usize) -> Result<Step, ClientError> {
-        loop {
+        // While the ring has data, the socket is read only every SOCKET_EVERY calls (a
+        // syscall each time): notices wait that long at most; a disconnect is noticed at
+        // the end of the ring anyway. When the ring is empty it is read every time.
+        self.since_socket += 1;
+        if self.since_socket >= SOCKET_EVERY {
+            self.since_socket = 0;
             self.service_socket()?;
+        }
+        loop {
             match self.reader.fill_ready(max) {
                 Ok(0) => {}
                 Ok(_) => return Ok(Step::Ready),
@@ -413,6 +426,9 @@ impl<T: Archive> Client<T> {
                         .is_some_and(|s| s.epoch() < next_epoch)
                     {
                         self.segments.pop_front();
+                    }
+                    if self.segments.is_empty() {
+                        self.service_socket()?;
                     }
                     if let Some(seg) = self.segments.pop_front() {
                         self.reader
@@ -430,6 +446,8 @@ impl<T: Archive> Client<T> {
                     return Ok(Step::WaitSocket);
                 }
                 Err(e @ (ReadError::Closed | ReadError::ProducerGone)) => {
+                    // The service may have said why on the socket.
+                    let _ = self.service_socket();
                     if self.disconnected.is_none() {
                         let reason = if e == ReadError::Closed {
                             DisconnectReason::ShuttingDown
@@ -447,6 +465,9 @@ impl<T: Archive> Client<T> {
                     })
                 }
             }
+            // Nothing in the ring: read the socket before deciding to sleep.
+            self.since_socket = 0;
+            self.service_socket()?;
             if self.disconnected.is_some() {
                 return Err(self.disconnected_error());
             }
@@ -627,6 +648,9 @@ pub fn reconnect<T: Archive>(
     }
 }
 
+/// How many receive calls with data may pass without reading the socket.
+const SOCKET_EVERY: u32 = 64;
+
 /// What a client waits for when nothing is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -645,10 +669,9 @@ enum PumpError {
 
 /// Reads everything available with `recvmsg` (fds included) into the state machine.
 /// EOF becomes a disconnect event.
-fn pump(stream: &UnixStream, sm: &mut ClientConn) -> Result<(), PumpError> {
-    let mut buf = vec![0u8; 64 << 10];
+fn pump(stream: &UnixStream, sm: &mut ClientConn, buf: &mut [u8]) -> Result<(), PumpError> {
     loop {
-        match crate::fdpass::recv_with_fds(stream.as_fd(), &mut buf) {
+        match crate::fdpass::recv_with_fds(stream.as_fd(), buf) {
             Ok((0, _)) => {
                 sm.handle_eof();
                 return Ok(());

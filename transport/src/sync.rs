@@ -64,18 +64,22 @@ pub(crate) fn fence(site: Site, o: Ordering) {
 #[cfg(firehose_loom)]
 pub(crate) mod loom_mutant {
     use super::Site;
-    // A plain std atomic: this is test configuration, not part of the modelled protocol.
-    static DISABLED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    // Test configuration, not part of the modelled protocol. Thread-local: libtest runs
+    // tests on parallel OS threads, and loom runs a model's threads as coroutines on the
+    // test's own OS thread, so each test (and only it) sees its own mutant.
+    std::thread_local! {
+        static DISABLED: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+    }
 
     pub(crate) fn is_disabled(site: Site) -> bool {
-        DISABLED.load(std::sync::atomic::Ordering::Relaxed) == site as u8
+        DISABLED.with(|d| d.get() == site as u8)
     }
 
     /// Runs `f` with the ordering or fence at `site` weakened to nothing.
     pub(crate) fn with_disabled<R>(site: Site, f: impl FnOnce() -> R) -> R {
-        DISABLED.store(site as u8, std::sync::atomic::Ordering::Relaxed);
+        DISABLED.with(|d| d.set(site as u8));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        DISABLED.store(0, std::sync::atomic::Ordering::Relaxed);
+        DISABLED.with(|d| d.set(0));
         match r {
             Ok(r) => r,
             Err(e) => std::panic::resume_unwind(e),

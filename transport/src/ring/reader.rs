@@ -369,6 +369,15 @@ impl<T: Archive> Reader<T> {
         Ok(self.batch())
     }
 
+    /// The same as [`try_recv`](Self::try_recv): hands out up to `max` events that are
+    /// ready now. The call a GUI makes once per frame.
+    ///
+    /// # Errors
+    /// As [`try_recv`](Self::try_recv).
+    pub fn drain(&mut self, max: usize) -> Result<Batch<'_, T>, ReadError> {
+        self.try_recv(max)
+    }
+
     /// Waits until at least one event is ready, then hands out up to `max`. Spins first (see
     /// [`set_spin`](Self::set_spin)), then sleeps on the wake fd.
     ///

@@ -157,21 +157,26 @@ impl Stats {
     }
 }
 
+/// Checks one event against the stream's expectations (order, every payload byte) and
+/// counts the records.
+fn check_event(e: &Event<'_, Vec<u8>>, next: &mut u64, got: &mut u64) {
+    match e {
+        Event::Record(r) => {
+            assert_eq!(r.seq(), *next);
+            assert_eq!(r.access().unwrap().as_slice(), payload(r.seq()).as_slice());
+            *next += 1;
+            *got += 1;
+        }
+        Event::Lagged { to, .. } | Event::Gap { to, .. } => *next = to + 1,
+    }
+}
+
 fn read_records(c: &mut Client<Vec<u8>>, n: u64) {
     let mut got = 0;
     let mut next = c.next_seq();
     while got < n {
-        let b = c.recv(256).expect("recv");
-        for e in &b {
-            match e {
-                Event::Record(r) => {
-                    assert_eq!(r.seq(), next);
-                    assert_eq!(r.access().unwrap().as_slice(), payload(r.seq()).as_slice());
-                    next += 1;
-                    got += 1;
-                }
-                Event::Lagged { to, .. } | Event::Gap { to, .. } => next = to + 1,
-            }
+        for e in &c.recv(256).expect("recv") {
+            check_event(&e, &mut next, &mut got);
         }
     }
 }
@@ -525,14 +530,8 @@ fn the_tokio_client_streams_and_learns_of_the_services_death() {
     let mut got = 0;
     rt.block_on(async {
         while got < 5000 {
-            let b = c.recv(512).await.unwrap();
-            for e in &b {
-                if let Event::Record(r) = e {
-                    assert_eq!(r.seq(), next);
-                    assert_eq!(r.access().unwrap().as_slice(), payload(r.seq()).as_slice());
-                    next += 1;
-                    got += 1;
-                }
+            for e in &c.recv(512).await.unwrap() {
+                check_event(&e, &mut next, &mut got);
             }
         }
     });

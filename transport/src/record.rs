@@ -43,6 +43,8 @@ pub enum GapReason {
     WriterOverflow = 4,
     /// Removed from history by retention.
     Retention = 5,
+    /// Storage failed (disk full, read-only or failing database): streamed, never stored.
+    StoreFailed = 6,
 }
 
 impl GapReason {
@@ -59,6 +61,7 @@ impl GapReason {
             3 => GapReason::NotStreamed,
             4 => GapReason::WriterOverflow,
             5 => GapReason::Retention,
+            6 => GapReason::StoreFailed,
             _ => return None,
         })
     }
@@ -137,6 +140,7 @@ mod tests {
             GapReason::NotStreamed,
             GapReason::WriterOverflow,
             GapReason::Retention,
+            GapReason::StoreFailed,
         ] {
             assert_eq!(GapReason::from_code(r.code()), Some(r));
         }

@@ -1,0 +1,11 @@
+//! The Firehose service's parts, as a library so that tests and benchmarks can drive them:
+//!
+//! - [`filters`]: filter documents (TOML) compiled into one matcher, reloaded live;
+//! - [`watch`]: the file watcher (notify/inotify), rename pairing, scans of new directories;
+//! - [`history`]: the history database (SQLite, WAL), its writer thread and its queries;
+//! - [`lease`]: the seq lease that keeps seqs unique across crashes.
+
+pub mod filters;
+pub mod history;
+pub mod lease;
+pub mod watch;

@@ -63,6 +63,28 @@ pub enum SegmentError {
         /// Version this build reads.
         expected: u64,
     },
+    /// A reader asked to read losslessly from a segment whose producer does not list its
+    /// cursor page as a lossless reader's (it was registered as lagging, or the page is not
+    /// the producer's): refused, since nothing would hold the producer back for it.
+    #[error("the producer does not honour this cursor page as a lossless reader's")]
+    NotLossless,
+    /// A lossless reader must start where the producer set its released position.
+    #[error("lossless reader asked to start at {start}, but its cursor page says {released}")]
+    StartPosition {
+        /// Where it asked to start.
+        start: u64,
+        /// The position the producer honours for it.
+        released: u64,
+    },
+    /// The cursor page already serves a reader (one page, one reader, ever).
+    #[error("this cursor page is already in use by a reader")]
+    CursorClaimed,
+    /// The segment's table of lossless readers is full.
+    #[error("the ring already has {max} lossless readers (its limit)")]
+    LosslessFull {
+        /// Lossless readers one segment can list.
+        max: usize,
+    },
     /// fstat, F_GET_SEALS or mmap failed.
     #[error("mapping a received memfd failed: {0}")]
     Map(io::Error),

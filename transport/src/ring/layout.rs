@@ -8,6 +8,8 @@
 //! |                             |   reserve cursor      (own cache line)
 //! |                             |   state line: closed / switched, end, next epoch
 //! |                             |   resync head + RESYNC_SLOTS x (position, seq)
+//! |                             |   LOSSLESS_SLOTS x page key: the lossless readers
+//! |                             |   whose cursors the producer honours in this segment
 //! +-----------------------------+ HEADER_SIZE
 //! | data area (capacity bytes,  |   frames, each FRAME_ALIGN-aligned, never split
 //! | a power of two)             |   at the end: a padding frame fills the rest
@@ -45,7 +47,7 @@ use crate::sync::AtomicU64;
 /// `b"FIREHOSE"` read as a little-endian u64: the first word of every segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FIREHOSE");
 /// Bumped whenever the header or frame layout changes; a reader refuses other versions.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 /// Bytes before the data area. A page, so the data area is page-aligned.
 pub const HEADER_SIZE: usize = 4096;
 /// Every frame and every payload starts at a multiple of this. rkyv archives of the payload
@@ -55,6 +57,10 @@ pub const FRAME_ALIGN: usize = 16;
 pub const FRAME_HEADER: usize = 16;
 /// How many batch starts the resync table remembers.
 pub const RESYNC_SLOTS: usize = 64;
+
+/// How many lossless readers one segment can list (live ones, and departed ones that
+/// still hold their backpressure until the next rotation).
+pub const LOSSLESS_SLOTS: usize = 32;
 
 /// Written in the high 24 bits of a frame's first word, so that a walk that lands on
 /// garbage notices at once.
@@ -180,6 +186,20 @@ pub(crate) struct ResyncSlot {
     pub(crate) seq: AtomicU64,
 }
 
+/// One entry of the lossless table: the identity of a cursor page whose released position
+/// the producer honours for as long as it writes this segment. Both words zero: empty.
+///
+/// For a memfd page the key is its `(st_dev, st_ino)`: a reader checks the page it was
+/// handed against this table (which only the producer can write: the segment is sealed
+/// against readers' writes), so a page it made itself, or a lagging reader's page, cannot
+/// pass for a lossless one. Heap pages (single-process) get `(0, n)` with `n` unique.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct LosslessSlot {
+    pub(crate) dev: AtomicU64,
+    pub(crate) ino: AtomicU64,
+}
+
 /// The segment header. All fields are atomics so that the mapping can be viewed as this
 /// struct from both sides; immutable fields are simply never stored again.
 #[repr(C)]
@@ -194,6 +214,10 @@ pub(crate) struct Header {
     /// Number of resync points ever published; slot `(head - 1) % RESYNC_SLOTS` is newest.
     pub(crate) resync_head: Line<AtomicU64>,
     pub(crate) resync: [ResyncSlot; RESYNC_SLOTS],
+    /// The lossless readers this segment honours. Entries are only ever added while the
+    /// producer writes this segment (at attach), never removed: a reader listed here keeps
+    /// its backpressure until the producer leaves the segment.
+    pub(crate) lossless: Line<[LosslessSlot; LOSSLESS_SLOTS]>,
 }
 
 #[cfg(not(firehose_loom))]
@@ -226,6 +250,7 @@ impl Header {
             }),
             resync_head: Line(z()),
             resync: std::array::from_fn(|_| ResyncSlot { pos: z(), seq: z() }),
+            lossless: Line(std::array::from_fn(|_| LosslessSlot { dev: z(), ino: z() })),
         })
     }
 }
@@ -241,6 +266,10 @@ pub(crate) struct CursorPage {
     pub(crate) sleeping: Line<AtomicU64>,
     /// Written by the producer: [`CURSOR_CUT_OFF`] once a lossless reader was cut off.
     pub(crate) flags: Line<AtomicU64>,
+    /// Set (0 -> 1, never back) by the one [`Reader`](super::Reader) that uses this page: a
+    /// page, and so a lossless reader's backpressure, serves exactly one reader, even if its
+    /// fds are duplicated or passed on to another process.
+    pub(crate) claimed: Line<AtomicU64>,
 }
 
 /// In [`CursorPage::flags`]: the producer no longer holds back for this lossless reader,
@@ -259,6 +288,7 @@ impl CursorPage {
             released: Line(AtomicU64::new(0)),
             sleeping: Line(AtomicU64::new(0)),
             flags: Line(AtomicU64::new(0)),
+            claimed: Line(AtomicU64::new(0)),
         })
     }
 }

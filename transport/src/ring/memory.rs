@@ -10,13 +10,43 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::error::SegmentError;
-use super::layout::{CursorPage, Header, LAYOUT_VERSION, MAGIC};
+use super::layout::{CursorPage, Header, LAYOUT_VERSION, LOSSLESS_SLOTS, MAGIC};
 #[cfg(not(firehose_loom))]
 use super::layout::{CURSOR_PAGE_SIZE, HEADER_SIZE};
 use crate::sync::{AtomicU64, Ordering};
 
 /// The smallest data area a segment may have.
 pub const MIN_CAPACITY: usize = 4096;
+
+/// The identity of a cursor page, as the lossless table of a segment lists it: a memfd
+/// page's `(st_dev, st_ino)` (unique while the page exists, and the same in every process
+/// that holds it), or `(0, n)` for a heap page, `n` unique in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PageKey {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+}
+
+impl PageKey {
+    fn heap() -> Self {
+        // A plain std atomic even under loom: a counter for unique names, not part of the
+        // protocol.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        PageKey {
+            dev: 0,
+            ino: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    #[cfg(not(firehose_loom))]
+    fn of_fd(fd: &OwnedFd) -> Result<Self, SegmentError> {
+        let st = nix::sys::stat::fstat(fd).map_err(|e| SegmentError::Map(e.into()))?;
+        Ok(PageKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
 
 /// What a new segment starts as.
 #[derive(Clone, Copy, Debug)]
@@ -277,7 +307,38 @@ impl Segment {
     pub(crate) fn same_as(&self, other: &Segment) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+
+    /// Lists `key` in this segment's lossless table (producer only, before the reader can
+    /// see the segment or its page). Returns false if the table is full.
+    pub(crate) fn add_lossless(&self, key: PageKey) -> bool {
+        for slot in &self.header().lossless.0 {
+            // Relaxed: only the producer writes the table, from one thread.
+            if slot.dev.load(Ordering::Relaxed) == 0 && slot.ino.load(Ordering::Relaxed) == 0 {
+                slot.dev.store(key.dev, Ordering::Relaxed);
+                // Release: pairs with the Acquire load in `lists_lossless`. (The entry also
+                // reaches a reader in another process only after the fds are sent, a
+                // syscall later.)
+                slot.ino.store(key.ino, Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether this segment's producer honours the cursor page `key` as a lossless reader's.
+    pub(crate) fn lists_lossless(&self, key: PageKey) -> bool {
+        if key.dev == 0 && key.ino == 0 {
+            return false;
+        }
+        self.header().lossless.0.iter().any(|slot| {
+            // Acquire: pairs with the Release store in `add_lossless`.
+            slot.ino.load(Ordering::Acquire) == key.ino
+                && slot.dev.load(Ordering::Relaxed) == key.dev
+        })
+    }
 }
+
+const _: () = assert!(LOSSLESS_SLOTS > 0);
 
 enum CursorBacking {
     Heap,
@@ -290,6 +351,7 @@ enum CursorBacking {
 
 struct CursorInner {
     page: NonNull<CursorPage>,
+    key: PageKey,
     backing: CursorBacking,
 }
 
@@ -327,6 +389,7 @@ impl CursorMem {
         CursorMem {
             inner: Arc::new(CursorInner {
                 page,
+                key: PageKey::heap(),
                 backing: CursorBacking::Heap,
             }),
         }
@@ -344,18 +407,20 @@ impl CursorMem {
             size: CURSOR_PAGE_SIZE,
             source: e,
         })?;
-        Ok(Self::from_map(fd, map))
+        Self::from_map(fd, map)
     }
 
     #[cfg(not(firehose_loom))]
-    fn from_map(fd: OwnedFd, map: memmap2::MmapRaw) -> Self {
+    fn from_map(fd: OwnedFd, map: memmap2::MmapRaw) -> Result<Self, SegmentError> {
         let page = NonNull::new(map.as_mut_ptr().cast::<CursorPage>()).expect("mmap is non-null");
-        CursorMem {
+        let key = PageKey::of_fd(&fd)?;
+        Ok(CursorMem {
             inner: Arc::new(CursorInner {
                 page,
+                key,
                 backing: CursorBacking::Memfd { fd, _map: map },
             }),
-        }
+        })
     }
 
     /// Maps a cursor page received from the producer, after checking seals and size.
@@ -377,7 +442,23 @@ impl CursorMem {
             });
         }
         let map = memfd::map_shared(&fd, CURSOR_PAGE_SIZE).map_err(SegmentError::Map)?;
-        Ok(Self::from_map(fd, map))
+        Self::from_map(fd, map)
+    }
+
+    /// The page's identity in lossless tables.
+    pub(crate) fn key(&self) -> PageKey {
+        self.inner.key
+    }
+
+    /// Claims the page for the one reader that will use it: true the first time it is
+    /// called on a page, in any process, and never again.
+    pub(crate) fn claim(&self) -> bool {
+        // AcqRel: the claim orders nothing else; a plain RMW decides the one winner.
+        self.page()
+            .claimed
+            .0
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     #[inline]

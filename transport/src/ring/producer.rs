@@ -24,10 +24,10 @@ use rkyv::{Archive, Serialize};
 
 use super::error::{PublishError, SegmentError};
 use super::layout::{
-    align_up, frame_len, header_word, FrameHeader, FrameKind, CURSOR_CUT_OFF, FRAME_ALIGN,
-    FRAME_HEADER, GAP_PAYLOAD, RESYNC_SLOTS, STATE_CLOSED, STATE_SWITCHED,
+    align_up, frame_len, header_word, FrameKind, CURSOR_CUT_OFF, FRAME_ALIGN, FRAME_HEADER,
+    GAP_PAYLOAD, RESYNC_SLOTS, STATE_CLOSED, STATE_SWITCHED,
 };
-use super::memory::{CursorMem, Segment, SegmentParams};
+use super::memory::{CursorMem, PageKey, Segment, SegmentParams};
 use super::reader::{Policy, Reader};
 use super::wake::{self, WakeTx};
 use crate::sync::{self, Ordering, Site};
@@ -110,27 +110,74 @@ struct Slot {
     id: ReaderId,
     policy: Policy,
     cursor: CursorMem,
+    key: PageKey,
     wake: WakeTx,
+    /// A lossless reader that was removed: its backpressure holds (its process may still
+    /// read frames in place) until a rotation leaves it behind.
+    departed: bool,
 }
+
+/// A move to a new segment, as [`Producer::take_rotations`] reports it.
+#[derive(Debug)]
+pub struct Rotation {
+    /// The new segment, to hand to readers in other processes.
+    pub segment: Segment,
+    /// The readers left behind in the old segment (cut off, or departed lossless readers).
+    pub cut_off: Vec<ReaderId>,
+}
+
+/// Rotations kept for [`Producer::take_rotations`] when nobody takes them.
+const ROTATIONS_KEPT: usize = 16;
 
 /// Everything a reader in another process needs, to be sent over a Unix socket with
 /// [`send_reader`](crate::handoff::send_reader), or in a control-socket welcome.
+///
+/// Its fields are private: a `ReaderFds` comes only from [`Producer::attach_remote`] or
+/// from a message received from a producer, and [`Reader::open`] checks what it claims
+/// (a lossless reader's cursor page must be listed in the segment, and a page serves one
+/// reader only), so no value built by hand can open a reader the producer does not honour.
 #[derive(Debug)]
 pub struct ReaderFds {
+    pub(crate) id: ReaderId,
+    pub(crate) policy: Policy,
+    pub(crate) start_pos: u64,
+    pub(crate) start_seq: u64,
+    pub(crate) ring: std::os::fd::OwnedFd,
+    pub(crate) cursor: std::os::fd::OwnedFd,
+    pub(crate) wake: std::os::fd::OwnedFd,
+}
+
+impl ReaderFds {
     /// The reader's id on the producer's side.
-    pub id: ReaderId,
-    /// The policy it was attached with.
-    pub policy: Policy,
+    pub fn id(&self) -> ReaderId {
+        self.id
+    }
+
+    /// The policy it was attached with (checked again by [`Reader::open`]).
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
     /// The position to start reading at (the write cursor when it attached).
-    pub start_pos: u64,
+    pub fn start_pos(&self) -> u64 {
+        self.start_pos
+    }
+
     /// The seq of the first frame at `start_pos`.
-    pub start_seq: u64,
-    /// The segment's memfd (a duplicate).
-    pub ring: std::os::fd::OwnedFd,
-    /// The reader's cursor page memfd (a duplicate).
-    pub cursor: std::os::fd::OwnedFd,
-    /// The read end of the reader's wake pipe.
-    pub wake: std::os::fd::OwnedFd,
+    pub fn start_seq(&self) -> u64 {
+        self.start_seq
+    }
+
+    /// Gives up the three fds (ring, cursor page, wake fd), to send them on.
+    pub fn into_fds(
+        self,
+    ) -> (
+        std::os::fd::OwnedFd,
+        std::os::fd::OwnedFd,
+        std::os::fd::OwnedFd,
+    ) {
+        (self.ring, self.cursor, self.wake)
+    }
 }
 
 /// Where the producer's memory lives.
@@ -169,8 +216,10 @@ pub struct Producer<T> {
     /// who it was. `None`: no lossless reader.
     min_released: Option<(u64, ReaderId)>,
     closed: bool,
-    /// Set while `rotate` moves staged frames to the new segment: no automatic commit then.
-    restaging: bool,
+    /// Rotations not yet taken by [`Producer::take_rotations`] (at most [`ROTATIONS_KEPT`]).
+    rotations: std::collections::VecDeque<Rotation>,
+    /// Called after every rotation (the service wakes its socket loop with it).
+    on_rotate: Option<Box<dyn Fn() + Send>>,
     /// Payload size from which frames are written straight into the ring ([`DIRECT_MIN`];
     /// tests move it to cover both paths).
     direct_min: usize,
@@ -238,7 +287,8 @@ impl<T: Archive> Producer<T> {
             next_reader: 1,
             min_released: None,
             closed: false,
-            restaging: false,
+            rotations: std::collections::VecDeque::new(),
+            on_rotate: None,
             direct_min: DIRECT_MIN,
             backing,
             seg,
@@ -371,7 +421,7 @@ impl<T: Archive> Producer<T> {
         }
         let flen = frame_len(payload.len()) as u64;
         let held = self.staged + self.pending.len() as u64;
-        if held > 0 && held + flen > self.config.batch_bytes as u64 && !self.restaging {
+        if held > 0 && held + flen > self.config.batch_bytes as u64 {
             self.commit()?;
         }
         let pos = self.w + self.staged + self.pending.len() as u64;
@@ -387,7 +437,7 @@ impl<T: Archive> Producer<T> {
         if !self.has_room(end) {
             // Readers can only release what they have seen: publish the batch so far first
             // (this leaves `pos` where it is).
-            if self.staged_bytes() > 0 && !self.restaging {
+            if self.staged_bytes() > 0 {
                 self.commit()?;
             }
             self.wait_for_room(end, flen as usize)?;
@@ -573,9 +623,27 @@ impl<T: Archive> Producer<T> {
         let mut spins = 0u32;
         let mut last_seen = self.min_released.map(|(m, _)| m);
         let mut last_progress = Instant::now();
+        let mut rotation_failed = false;
         loop {
             if self.has_room(end) {
                 return Ok(());
+            }
+            // A departed lossless reader holds us back: leave it behind in this segment
+            // (its borrowed frames stay intact there) rather than wait for it. Once per
+            // wait: if the new segment cannot be made, wait as for any lossless reader.
+            if !rotation_failed && self.departed_blocks() {
+                let departed: Vec<ReaderId> = self
+                    .readers
+                    .iter()
+                    .filter(|s| s.departed)
+                    .map(|s| s.id)
+                    .collect();
+                // Nothing is staged here (committed before waiting), and the capacity
+                // stays, so `end` keeps its meaning in the new segment.
+                match self.rotate(None, &departed) {
+                    Ok(_) => continue,
+                    Err(_) => rotation_failed = true,
+                }
             }
             let now = Instant::now();
             let seen = self.min_released.map(|(m, _)| m);
@@ -624,7 +692,40 @@ impl<T: Archive> Producer<T> {
         }
     }
 
-    fn add_slot(&mut self, policy: Policy, cursor: CursorMem, wake: WakeTx) -> ReaderId {
+    /// Whether the slowest lossless reader (as last refreshed) is one that departed.
+    fn departed_blocks(&self) -> bool {
+        self.min_released
+            .is_some_and(|(_, id)| self.readers.iter().any(|s| s.id == id && s.departed))
+    }
+
+    fn add_slot(
+        &mut self,
+        policy: Policy,
+        cursor: CursorMem,
+        wake: WakeTx,
+    ) -> Result<ReaderId, SegmentError> {
+        let key = cursor.key();
+        if policy == Policy::Lossless && !self.seg.add_lossless(key) {
+            // The table is full. Departed readers keep their entries until a rotation
+            // leaves them behind: make that rotation now, if there are any.
+            let departed: Vec<ReaderId> = self
+                .readers
+                .iter()
+                .filter(|s| s.departed)
+                .map(|s| s.id)
+                .collect();
+            if departed.is_empty() {
+                return Err(SegmentError::LosslessFull {
+                    max: super::layout::LOSSLESS_SLOTS,
+                });
+            }
+            self.rotate(None, &departed)?;
+            if !self.seg.add_lossless(key) {
+                return Err(SegmentError::LosslessFull {
+                    max: super::layout::LOSSLESS_SLOTS,
+                });
+            }
+        }
         let id = ReaderId(self.next_reader);
         self.next_reader += 1;
         // Relaxed: the page reaches the reader through an fd sent over a socket or an Arc
@@ -640,9 +741,11 @@ impl<T: Archive> Producer<T> {
             id,
             policy,
             cursor,
+            key,
             wake,
+            departed: false,
         });
-        id
+        Ok(id)
     }
 
     /// Attaches a reader in this process, sharing the producer's memory.
@@ -658,7 +761,9 @@ impl<T: Archive> Producer<T> {
             Backing::Memfd => unreachable!(),
         };
         let (tx, rx) = wake::pair().map_err(|e| SegmentError::Create { size: 0, source: e })?;
-        let id = self.add_slot(policy, cursor.clone(), tx);
+        let claimed = cursor.claim();
+        debug_assert!(claimed, "a new page is unclaimed");
+        let id = self.add_slot(policy, cursor.clone(), tx)?;
         Ok(Reader::from_parts(
             id,
             policy,
@@ -677,13 +782,12 @@ impl<T: Archive> Producer<T> {
     /// [`SegmentError`] if memfds or pipes cannot be made, or the ring is on the heap.
     #[cfg(not(firehose_loom))]
     pub fn attach_remote(&mut self, policy: Policy) -> Result<ReaderFds, SegmentError> {
-        let Some(ring) = self.seg.fd() else {
+        if self.seg.fd().is_none() {
             return Err(SegmentError::Create {
                 size: 0,
                 source: std::io::Error::new(std::io::ErrorKind::Unsupported, "heap ring has no fd"),
             });
-        };
-        let ring = ring.try_clone_to_owned().map_err(SegmentError::Map)?;
+        }
         let cursor = CursorMem::new_memfd()?;
         let cursor_fd = cursor
             .fd()
@@ -692,7 +796,19 @@ impl<T: Archive> Producer<T> {
             .map_err(SegmentError::Map)?;
         let (tx, wake) =
             wake::pair_fds().map_err(|e| SegmentError::Create { size: 0, source: e })?;
-        let id = self.add_slot(policy, cursor, tx);
+        // `add_slot` may rotate (to make room in the lossless table): take the ring fd
+        // after it, so the reader gets the segment it is registered in.
+        let id = self.add_slot(policy, cursor, tx)?;
+        let ring = match self.seg.fd().map(|fd| fd.try_clone_to_owned()) {
+            Some(Ok(fd)) => fd,
+            Some(Err(e)) => {
+                // Nobody will read through this slot; a lossless one departs (and is left
+                // behind by the next rotation that needs its room).
+                self.remove_reader(id);
+                return Err(SegmentError::Map(e));
+            }
+            None => unreachable!("a memfd producer's segments are memfds"),
+        };
         Ok(ReaderFds {
             id,
             policy,
@@ -725,27 +841,63 @@ impl<T: Archive> Producer<T> {
         self.readers.iter().find(|s| s.id == id).map(|s| s.policy)
     }
 
-    /// Forgets a reader that is gone (its process exited, or it disconnected): frees its
-    /// slot and any backpressure it held, and closes its wake pipe.
+    /// Removes a reader (its process exited, or it disconnected). Returns false for an
+    /// unknown id.
     ///
-    /// A lossless reader that is still reading must be cut off with
-    /// [`rotate`](Self::rotate) instead: it may be borrowing frames in place.
+    /// A lagging reader is forgotten at once: the producer never waited for it.
+    ///
+    /// A lossless reader **departs** instead: its process may still hold the mapping and
+    /// borrow frames in place, so the producer keeps honouring its released position for as
+    /// long as it writes this segment. Its wake fd is closed (it learns the producer is gone
+    /// for it). The moment it would hold the producer back, the producer
+    /// [rotates](Self::rotate) and leaves it behind in the old segment, which is never
+    /// written again; a reader that departs while keeping up costs nothing. Departed readers
+    /// also leave when a rotation happens for any other reason, or when the segment's
+    /// lossless table (`LOSSLESS_SLOTS`) needs their room. So no call ends a lossless
+    /// reader's backpressure except a rotation.
     pub fn remove_reader(&mut self, id: ReaderId) -> bool {
-        let before = self.readers.len();
-        self.readers.retain(|s| s.id != id);
-        if self.min_released.is_some_and(|(_, r)| r == id) {
-            self.refresh_min_released();
+        let Some(i) = self.readers.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        if self.readers[i].policy == Policy::Lossless {
+            let slot = &mut self.readers[i];
+            slot.departed = true;
+            slot.wake.close();
+        } else {
+            self.readers.remove(i);
         }
-        before != self.readers.len()
+        true
+    }
+
+    /// Lossless readers listed in the current segment: `(live, departed)`.
+    pub fn lossless_readers(&self) -> (usize, usize) {
+        let lossless = self.readers.iter().filter(|s| s.policy == Policy::Lossless);
+        let departed = lossless.clone().filter(|s| s.departed).count();
+        (lossless.count() - departed, departed)
+    }
+
+    /// Takes the rotations made since the last call, oldest first (the service sends each
+    /// new segment to its readers, in order). At most the last 16 are kept.
+    pub fn take_rotations(&mut self) -> Vec<Rotation> {
+        self.rotations.drain(..).collect()
+    }
+
+    /// Sets a function called after every rotation, with the producer still borrowed: keep
+    /// it short (the service writes one byte to wake its socket loop).
+    pub fn set_rotation_hook(&mut self, hook: Box<dyn Fn() + Send>) {
+        self.on_rotate = Some(hook);
     }
 
     /// Moves to a new segment (a new memfd, the next epoch) of `capacity` bytes (`None`: the
     /// same). The old segment is never written again, so readers still in it (and the
     /// frames a lossless reader borrows from it) stay intact. `cut_off` readers are
-    /// dropped (a lossless reader that stalled); every other reader follows the switch when
-    /// it reaches the end of the old segment. Staged records move to the new segment.
+    /// dropped (a lossless reader that stalled), and so is every lossless reader that
+    /// departed ([`remove_reader`](Self::remove_reader)); every other reader follows the
+    /// switch when it reaches the end of the old segment, and lossless readers keep their
+    /// backpressure there. Staged records are committed in the old segment first.
     ///
-    /// Returns the new segment, to hand to readers in other processes.
+    /// Returns the new segment, to hand to readers in other processes; the same rotation is
+    /// also queued for [`take_rotations`](Self::take_rotations).
     ///
     /// # Errors
     /// [`SegmentError`] if the new segment cannot be made (the producer stays on the old one).
@@ -760,6 +912,14 @@ impl<T: Archive> Producer<T> {
             config.check()?;
             config.batch_bytes = config.batch_bytes.clamp(FRAME_ALIGN, c / 4);
         }
+        // Publish what is staged in the old segment first (room for it was made when it
+        // was staged), so no staged record has to move to the new one: nothing can be lost
+        // on the way, and no seq that `stage` returned is handed out twice, whether or not
+        // the new segment can be made. (A closed producer has nothing staged.)
+        if !self.closed {
+            self.commit()
+                .expect("commit fails only on a closed producer");
+        }
         let old = self.seg.clone();
         let params = SegmentParams {
             capacity: config.capacity,
@@ -768,7 +928,22 @@ impl<T: Archive> Producer<T> {
             first_seq: self.committed_seq,
             max_record: config.max_record,
         };
+        // If this fails, the producer stays on the old segment, every reader with it.
         let new = Self::make_segment(self.backing, params)?;
+        // Readers that follow keep their backpressure in the new segment: list them there.
+        // Departed lossless readers are left behind with the ones cut off.
+        let mut left: Vec<ReaderId> = cut_off.to_vec();
+        for slot in &self.readers {
+            if slot.departed && !left.contains(&slot.id) {
+                left.push(slot.id);
+            }
+        }
+        for slot in self.readers.iter().filter(|s| !left.contains(&s.id)) {
+            if slot.policy == Policy::Lossless {
+                let listed = new.add_lossless(slot.key);
+                debug_assert!(listed, "the old segment listed at least as many");
+            }
+        }
         let st = &old.header().state.0;
         // Relaxed: published by the Release store of `state`.
         st.end_pos.store(self.w, Ordering::Relaxed);
@@ -776,49 +951,34 @@ impl<T: Archive> Producer<T> {
         st.next_epoch.store(params.epoch, Ordering::Relaxed);
         // Pairs with the reader's Acquire load of `state` when it finds nothing to read.
         st.state.store(STATE_SWITCHED, Ordering::Release);
-        for slot in self.readers.iter().filter(|s| cut_off.contains(&s.id)) {
-            // Pairs with the Acquire load in `Reader::follow`: a cut-off lossless reader
-            // refuses to follow, since nothing holds the new segment back for it.
+        for slot in self.readers.iter().filter(|s| left.contains(&s.id)) {
+            // Pairs with the Acquire load in `Reader::follow`: a lossless reader left behind
+            // refuses to follow (the new segment does not list it either).
             slot.cursor
                 .page()
                 .flags
                 .0
                 .store(CURSOR_CUT_OFF, Ordering::Release);
         }
-        self.readers.retain(|s| !cut_off.contains(&s.id));
-        // Restage what was staged (written after `w` in the old segment, never published)
-        // in the new segment's layout.
-        let mut staged = read_staged(&old, self.w, self.staged);
-        staged.extend_from_slice(&self.pending);
-        self.pending.clear();
-        self.staged = 0;
+        self.readers.retain(|s| !left.contains(&s.id));
         self.reserved = self.w;
         self.staged_first = None;
-        self.next_seq = self.committed_seq;
         self.seg = new.clone();
         self.cap = config.capacity as u64;
         self.config = config;
         // Lossless readers count as being at the new segment's start until they follow.
         self.refresh_min_released();
-        self.restaging = true;
-        restage(&staged, |kind, seq, payload| {
-            debug_assert_eq!(self.next_seq, seq);
-            let r = match kind {
-                FrameKind::Record => self.stage_archived(payload).map(|_| ()),
-                FrameKind::Gap => {
-                    let to = u64::from_ne_bytes(payload[..8].try_into().expect("8 bytes"));
-                    let reason = u64::from_ne_bytes(payload[8..16].try_into().expect("8 bytes"));
-                    self.stage_gap(to, reason as u32)
-                }
-                FrameKind::Padding => Ok(()),
-            };
-            debug_assert!(
-                r.is_ok(),
-                "restaging cannot fail: it fits the same limits, with no commit"
-            );
-        });
-        self.restaging = false;
         self.wake_all();
+        if self.rotations.len() == ROTATIONS_KEPT {
+            self.rotations.pop_front();
+        }
+        self.rotations.push_back(Rotation {
+            segment: new.clone(),
+            cut_off: left,
+        });
+        if let Some(hook) = &self.on_rotate {
+            hook();
+        }
         Ok(new)
     }
 
@@ -863,20 +1023,6 @@ impl<T> Drop for Producer<T> {
                 slot.wake.wake();
             }
         }
-    }
-}
-
-/// Walks staged bytes frame by frame (our own bytes: trusted) and hands each frame's kind,
-/// seq and payload to `f`.
-fn restage(staged: &[u8], mut f: impl FnMut(FrameKind, u64, &[u8])) {
-    let mut off = 0;
-    while off + FRAME_HEADER <= staged.len() {
-        let w0 = u64::from_ne_bytes(staged[off..off + 8].try_into().expect("8 bytes"));
-        let seq = u64::from_ne_bytes(staged[off + 8..off + 16].try_into().expect("8 bytes"));
-        let h = FrameHeader::decode(w0, seq).expect("our own staged frames are well formed");
-        let p = off + FRAME_HEADER;
-        f(h.kind, h.seq, &staged[p..p + h.payload_len]);
-        off += frame_len(h.payload_len);
     }
 }
 
@@ -935,21 +1081,4 @@ fn store_payload(data: &[crate::sync::AtomicU64], off: u64, payload: &[u8]) {
         // Relaxed: as in `store_header`.
         z.store(0, Ordering::Relaxed);
     }
-}
-
-/// Reads back the `len` staged bytes at position `w` of `seg` (our own writes, never
-/// published), splitting at the wrap.
-fn read_staged(seg: &Segment, w: u64, len: u64) -> AlignedVec {
-    let data = seg.data();
-    let start = ((w & (seg.capacity() as u64 - 1)) / 8) as usize;
-    let n = (len / 8) as usize;
-    let first = n.min(data.len() - start);
-    let mut words = vec![0u64; n];
-    super::bulk::load(&mut words[..first], &data[start..start + first]);
-    super::bulk::load(&mut words[first..], &data[..n - first]);
-    let mut out = AlignedVec::with_capacity(n * 8);
-    for w in words {
-        out.extend_from_slice(&w.to_ne_bytes());
-    }
-    out
 }

@@ -168,9 +168,15 @@ impl Walk {
                     self.next_seq += 1;
                 }
                 FrameKind::Gap => {
+                    // The length first: only a gap frame of exactly two payload words has
+                    // them inside `have` (checked above for this length).
+                    if h.payload_len != GAP_PAYLOAD {
+                        self.corrupt(at, CorruptKind::Gap);
+                        break;
+                    }
                     let to = word(o + FRAME_HEADER);
                     let reason = word(o + FRAME_HEADER + 8);
-                    if h.payload_len != GAP_PAYLOAD || to < h.seq || to == u64::MAX {
+                    if to < h.seq || to == u64::MAX {
                         self.corrupt(at, CorruptKind::Gap);
                         break;
                     }
@@ -223,6 +229,8 @@ pub struct Reader<T> {
     /// Lossless: the position handed out last, released on the next call.
     handed: u64,
     spin: u32,
+    /// The producer's end of the wake channel closed (seen by `finish_wait`).
+    hung_up: bool,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -272,6 +280,7 @@ impl<T: Archive> Reader<T> {
             } else {
                 2000
             },
+            hung_up: false,
             _t: PhantomData,
         };
         r.adopt(seg);
@@ -296,10 +305,37 @@ impl<T: Archive> Reader<T> {
     /// # Errors
     /// [`SegmentError`] for a ring or cursor page that is not sealed, sized or versioned as
     /// it must be.
+    ///
+    /// The policy is checked against the producer, not taken on trust: a lossless reader's
+    /// cursor page must be listed in the segment's lossless table (which only the producer
+    /// can write), it must start where the producer set its released position, and a page
+    /// serves one reader only, ever (so duplicated or passed-on fds cannot open a second
+    /// reader that would release frames the first still borrows).
+    ///
+    /// # Errors
+    /// Also [`SegmentError::NotLossless`], [`SegmentError::StartPosition`] and
+    /// [`SegmentError::CursorClaimed`].
     #[cfg(not(firehose_loom))]
     pub fn open(fds: super::producer::ReaderFds) -> Result<Self, SegmentError> {
         let seg = Segment::open(fds.ring)?;
         let cursor = CursorMem::open(fds.cursor)?;
+        if fds.policy == Policy::Lossless {
+            if !seg.lists_lossless(cursor.key()) {
+                return Err(SegmentError::NotLossless);
+            }
+            // Acquire: pairs with nothing in particular; the producer stored it before the
+            // fds left (a syscall ago), and only this reader stores it afterwards.
+            let released = cursor.page().released.0.load(Ordering::Acquire);
+            if released != fds.start_pos {
+                return Err(SegmentError::StartPosition {
+                    start: fds.start_pos,
+                    released,
+                });
+            }
+        }
+        if !cursor.claim() {
+            return Err(SegmentError::CursorClaimed);
+        }
         let wake = WakeRx::from_fd(fds.wake).map_err(SegmentError::Map)?;
         Ok(Self::from_parts(
             fds.id,
@@ -485,13 +521,15 @@ impl<T: Archive> Reader<T> {
     }
 
     /// Ends a sleep begun with [`prepare_wait`](Self::prepare_wait). Pass whether `poll`
-    /// reported the wake fd readable: if so, the wake bytes are read away (one read, which
-    /// cannot block: only this reader reads the pipe). Pass `false` if something else woke
-    /// the caller; a byte that arrives later makes the next sleep return at once, harmlessly.
+    /// reported the wake fd readable: if so, the wake bytes are read away (never blocking,
+    /// so a stale report is harmless). Pass `false` if something else woke the caller; a
+    /// byte that arrives later makes the next sleep return at once, harmlessly. If the
+    /// producer's end turned out closed, the next receive that finds nothing returns
+    /// [`ReadError::ProducerGone`].
     pub fn finish_wait(&mut self, wake_fd_readable: bool) {
         self.end_sleep();
-        if wake_fd_readable {
-            self.wake.clear();
+        if wake_fd_readable && self.wake.clear() {
+            self.hung_up = true;
         }
     }
 
@@ -518,9 +556,13 @@ impl<T: Archive> Reader<T> {
                 expected,
             });
         }
-        // Pairs with the producer's Release store of the flag in `rotate`.
+        // A lossless reader reads in place only where the producer honours its cursor: the
+        // new segment must list its page. (The cut-off flag says the same sooner; the
+        // table is what the reader cannot forge, since only the producer writes it.)
+        // Acquire: pairs with the producer's Release store of the flag in `rotate`.
         if self.policy == Policy::Lossless
-            && self.cursor.page().flags.0.load(Ordering::Acquire) & CURSOR_CUT_OFF != 0
+            && (self.cursor.page().flags.0.load(Ordering::Acquire) & CURSOR_CUT_OFF != 0
+                || !seg.lists_lossless(self.cursor.key()))
         {
             return Err(ReadError::CutOff);
         }
@@ -553,6 +595,9 @@ impl<T: Archive> Reader<T> {
         if self.walk.entries.is_empty() {
             if let Some(e) = self.walk.pending_error.take() {
                 return Err(e);
+            }
+            if self.hung_up {
+                return Err(ReadError::ProducerGone);
             }
         }
         Ok(())

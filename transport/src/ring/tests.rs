@@ -326,7 +326,7 @@ fn scribbled_frames_give_errors_never_a_panic() {
 }
 
 #[test]
-fn readers_follow_a_segment_switch_and_staged_records_move_with_it() {
+fn readers_follow_a_segment_switch_and_staged_records_are_committed_before_it() {
     let mut p = P::new_heap(config(4096)).unwrap();
     let mut lossless = p.attach_local(Policy::Lossless).unwrap();
     let mut lagging = p.attach_local(Policy::Lagging).unwrap();
@@ -341,15 +341,23 @@ fn readers_follow_a_segment_switch_and_staged_records_move_with_it() {
     assert_eq!(new.epoch(), 2);
     assert_eq!(new.capacity(), 8192);
     p.commit().unwrap();
+    for _ in 0..5 {
+        p.stage(&payload(p.next_seq(), 30)).unwrap();
+    }
+    p.commit().unwrap();
     for r in [&mut lossless, &mut lagging] {
         let mut seen = drain_all(r);
-        assert_eq!(seen.len(), 10);
+        assert_eq!(
+            seen.len(),
+            15,
+            "the staged records went out in the old segment"
+        );
         let err = r.try_recv(10).unwrap_err();
         assert_eq!(
             err,
             ReadError::SegmentEnded {
                 next_epoch: 2,
-                next_seq: 11
+                next_seq: 16
             }
         );
         r.follow(new.clone()).unwrap();
@@ -364,7 +372,7 @@ fn readers_follow_a_segment_switch_and_staged_records_move_with_it() {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
     }
 }
 
@@ -742,4 +750,304 @@ proptest! {
     ) {
         model_run(ops, direct_min);
     }
+}
+
+/// The ways safe code can try to end a lossless reader's backpressure while it holds frames.
+#[derive(Clone, Copy, Debug)]
+enum Departure {
+    /// `remove_reader`, as the service does on every disconnect.
+    Remove,
+    /// `remove_reader` twice, and on a leaked batch.
+    RemoveTwiceLeaked,
+    /// An explicit cut-off by rotation.
+    CutOff,
+    /// Removed, then a rotation to another size for another reason.
+    RemoveThenResize,
+}
+
+#[test]
+fn a_held_lossless_batch_survives_every_safe_way_to_drop_its_reader() {
+    for way in [
+        Departure::Remove,
+        Departure::RemoveTwiceLeaked,
+        Departure::CutOff,
+        Departure::RemoveThenResize,
+    ] {
+        let mut p = P::new_heap(config(4096)).unwrap();
+        let mut r = p.attach_local(Policy::Lossless).unwrap();
+        let mut keeper = p.attach_local(Policy::Lossless).unwrap();
+        for _ in 0..20 {
+            p.stage(&payload(p.next_seq(), 100)).unwrap();
+        }
+        p.commit().unwrap();
+        let id = r.id();
+        let held = r.try_recv(1000).unwrap();
+        let snapshot: Vec<(u64, Vec<u8>)> = held
+            .iter()
+            .filter_map(|e| match e {
+                Event::Record(rec) => Some((rec.seq(), rec.bytes().to_vec())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(snapshot.len(), 20);
+        match way {
+            Departure::Remove => assert!(p.remove_reader(id)),
+            Departure::RemoveTwiceLeaked => {
+                assert!(p.remove_reader(id));
+                assert!(p.remove_reader(id), "a departed reader is still known");
+            }
+            Departure::CutOff => {
+                p.rotate(None, &[id]).unwrap();
+            }
+            Departure::RemoveThenResize => {
+                assert!(p.remove_reader(id));
+                p.rotate(Some(8192), &[]).unwrap();
+            }
+        }
+        // Publish several laps; the other lossless reader keeps up (following switches).
+        for _ in 0..8 {
+            for _ in 0..30 {
+                p.stage(&payload(p.next_seq(), 100)).unwrap();
+            }
+            p.commit().unwrap();
+            loop {
+                match keeper.try_recv(1000) {
+                    Ok(b) if b.is_empty() => break,
+                    Ok(_) => {}
+                    Err(ReadError::SegmentEnded { .. }) => {
+                        keeper.follow(p.segment().clone()).unwrap();
+                    }
+                    Err(e) => panic!("{way:?}: {e}"),
+                }
+            }
+        }
+        assert!(
+            p.segment().epoch() >= 2,
+            "{way:?}: a rotation left it behind"
+        );
+        for (e, (seq, bytes)) in held.iter().zip(&snapshot) {
+            let Event::Record(rec) = e else { panic!() };
+            assert_eq!(rec.seq(), *seq);
+            assert_eq!(
+                rec.bytes(),
+                &bytes[..],
+                "{way:?}: seq {seq} changed under its borrow"
+            );
+            assert_eq!(rec.access().unwrap().as_slice(), payload(*seq, 100));
+        }
+        if let Departure::RemoveTwiceLeaked = way {
+            std::mem::forget(held);
+        }
+        // Left behind: it reads the old segment to its end and may not follow.
+        drain_all(&mut r);
+        assert_eq!(r.follow(p.segment().clone()), Err(ReadError::CutOff));
+    }
+}
+
+#[test]
+fn a_departed_lossless_reader_costs_a_rotation_only_when_it_holds_the_producer_back() {
+    let mut p = P::new_heap(config(4096)).unwrap();
+    let mut a = p.attach_local(Policy::Lossless).unwrap();
+    let mut b = p.attach_local(Policy::Lossless).unwrap();
+    for _ in 0..10 {
+        p.stage(&payload(p.next_seq(), 100)).unwrap();
+    }
+    p.commit().unwrap();
+    drain_all(&mut a);
+    drain_all(&mut b);
+    a.release();
+    b.release();
+    assert!(p.remove_reader(a.id()));
+    assert!(p.remove_reader(b.id()));
+    assert_eq!(p.lossless_readers(), (0, 2));
+    // Less than a ring ahead of them: no rotation.
+    for _ in 0..20 {
+        p.stage(&payload(p.next_seq(), 100)).unwrap();
+    }
+    p.commit().unwrap();
+    assert_eq!(p.segment().epoch(), 1);
+    assert!(p.take_rotations().is_empty());
+    // Past a ring: one rotation leaves both behind.
+    for _ in 0..40 {
+        p.stage(&payload(p.next_seq(), 100)).unwrap();
+    }
+    p.commit().unwrap();
+    assert_eq!(p.segment().epoch(), 2);
+    let rot = p.take_rotations();
+    assert_eq!(rot.len(), 1);
+    let mut left = rot[0].cut_off.clone();
+    left.sort();
+    assert_eq!(left, vec![a.id(), b.id()]);
+    assert_eq!(p.lossless_readers(), (0, 0));
+}
+
+#[test]
+fn departed_lossless_readers_are_left_behind_when_the_table_needs_their_room() {
+    let mut p = P::new_heap(config(4096)).unwrap();
+    for _ in 0..layout::LOSSLESS_SLOTS {
+        let r = p.attach_local(Policy::Lossless).unwrap();
+        assert!(p.remove_reader(r.id()));
+    }
+    assert_eq!(p.segment().epoch(), 1);
+    let live = p.attach_local(Policy::Lossless).unwrap();
+    assert_eq!(p.segment().epoch(), 2, "one rotation made room");
+    assert_eq!(p.lossless_readers(), (1, 0));
+    for _ in 0..layout::LOSSLESS_SLOTS - 1 {
+        p.attach_local(Policy::Lossless).unwrap();
+    }
+    assert!(matches!(
+        p.attach_local(Policy::Lossless),
+        Err(SegmentError::LosslessFull { .. })
+    ));
+    drop(live);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "memfds")]
+fn reader_fds_that_claim_more_than_the_producer_granted_are_refused() {
+    let mut p = P::new(config(4096)).unwrap();
+    for _ in 0..5 {
+        p.stage(&payload(p.next_seq(), 100)).unwrap();
+    }
+    p.commit().unwrap();
+    // A lagging registration presented as lossless.
+    let mut fds = p.attach_remote(Policy::Lagging).unwrap();
+    fds.policy = Policy::Lossless;
+    assert!(matches!(
+        Reader::<Vec<u8>>::open(fds),
+        Err(SegmentError::NotLossless)
+    ));
+    // A cursor page the producer never made.
+    let real = p.attach_remote(Policy::Lossless).unwrap();
+    let own = memory::CursorMem::new_memfd().unwrap();
+    let forged = ReaderFds {
+        cursor: own.fd().unwrap().try_clone_to_owned().unwrap(),
+        ..real
+    };
+    assert!(matches!(
+        Reader::<Vec<u8>>::open(forged),
+        Err(SegmentError::NotLossless)
+    ));
+    // A start before the position the producer honours.
+    let mut early = p.attach_remote(Policy::Lossless).unwrap();
+    early.start_pos -= 16;
+    assert!(matches!(
+        Reader::<Vec<u8>>::open(early),
+        Err(SegmentError::StartPosition { .. })
+    ));
+    // The same page opened twice (duplicated fds): one page, one reader.
+    let fds = p.attach_remote(Policy::Lossless).unwrap();
+    let dup = ReaderFds {
+        ring: fds.ring.try_clone().unwrap(),
+        cursor: fds.cursor.try_clone().unwrap(),
+        wake: fds.wake.try_clone().unwrap(),
+        ..fds
+    };
+    let first = Reader::<Vec<u8>>::open(fds).unwrap();
+    assert_eq!(first.policy(), Policy::Lossless);
+    assert!(matches!(
+        Reader::<Vec<u8>>::open(dup),
+        Err(SegmentError::CursorClaimed)
+    ));
+}
+
+/// Lays out frames with raw payloads of the given lengths (their bytes are not archives:
+/// only the walk matters here) and returns each frame's position.
+fn lay_out(p: &mut P, lens: &[usize]) -> Vec<u64> {
+    let mut at = Vec::new();
+    let mut pos = p.write_pos() + p.staged_bytes() as u64;
+    for &len in lens {
+        let cap = p.segment().capacity() as u64;
+        let flen = layout::frame_len(len) as u64;
+        if pos % cap + flen > cap {
+            pos += cap - pos % cap;
+        }
+        at.push(pos);
+        p.stage_archived(&vec![0xAB; len]).unwrap();
+        pos += flen;
+    }
+    p.commit().unwrap();
+    at
+}
+
+/// Turns the frame at `pos` into a gap frame that claims no payload words.
+fn empty_gap_at(p: &P, pos: u64, seq: u64) {
+    let i = ((pos % p.segment().capacity() as u64) / 8) as usize;
+    let data = p.segment().data();
+    data[i].store(
+        layout::header_word(layout::FrameKind::Gap, 0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    data[i + 1].store(seq, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn expect_corrupt_gap(r: &mut R, pos: u64) {
+    for _ in 0..10 {
+        match r.try_recv(1000) {
+            Ok(_) => {}
+            Err(ReadError::Corrupt { pos: at, what }) => {
+                assert_eq!((at, what), (pos, CorruptKind::Gap));
+                return;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    panic!("the corrupt gap at {pos} was not reported");
+}
+
+#[test]
+fn a_corrupt_gap_header_at_the_edge_of_a_copy_is_an_error_not_a_panic() {
+    // At the end of the lagging reader's copy buffer (a quarter ring: 1024 bytes): seven
+    // 128-byte frames, one of 112, then the frame at 1008 whose header ends the buffer.
+    let mut p = P::new_heap(config(4096)).unwrap();
+    let mut r = p.attach_local(Policy::Lagging).unwrap();
+    let mut lens = vec![112; 7];
+    lens.extend([96, 16]);
+    lens.extend([112; 10]);
+    let at = lay_out(&mut p, &lens);
+    assert_eq!(at[8], 1008);
+    empty_gap_at(&p, at[8], 9);
+    expect_corrupt_gap(&mut r, 1008);
+
+    // At the wrap: a frame that ends exactly at the end of the data area.
+    for policy in [Policy::Lagging, Policy::Lossless] {
+        let mut p = P::new_heap(config(4096)).unwrap();
+        let mut lens = vec![112; 31]; // 31 x 128 = 3968
+        lens.extend([80, 0]); // 96 bytes to 4064, 16 bytes to 4080... and one to 4096
+        lens.push(0);
+        lens.extend([112; 4]);
+        // Read the first part first, so the reader's copy starts near the wrap.
+        let mut r = p.attach_local(policy).unwrap();
+        let first = lay_out(&mut p, &lens[..20]);
+        assert_eq!(first[0], 0);
+        while !r.try_recv(1000).unwrap().is_empty() {}
+        let at = lay_out(&mut p, &lens[20..]);
+        let last = at[13];
+        assert_eq!(last % 4096, 4080, "{at:?}");
+        empty_gap_at(&p, last, 34);
+        expect_corrupt_gap(&mut r, last);
+    }
+
+    // At a resync point: a lapped lagging reader resumes at the newest batch start, whose
+    // frame is a corrupt gap.
+    let mut p = P::new_heap(config(4096)).unwrap();
+    let mut r = p.attach_local(Policy::Lagging).unwrap();
+    for _ in 0..3 {
+        lay_out(&mut p, &[112; 32]);
+    }
+    let at = lay_out(&mut p, &[0]);
+    let seq = p.next_seq() - 1;
+    empty_gap_at(&p, at[0], seq);
+    let mut corrupt = false;
+    for _ in 0..10 {
+        match r.try_recv(1000) {
+            Ok(_) => {}
+            Err(ReadError::Corrupt {
+                what: CorruptKind::Gap,
+                ..
+            }) => corrupt = true,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(corrupt);
 }

@@ -1,4 +1,5 @@
-//! The wake channel between the producer and one sleeping reader: a pipe in production, a
+//! The wake channel between the producer and one sleeping reader: a socket pair in
+//! production (see `sys::pipe` for why not a pipe or an eventfd), a
 //! loom `Notify` under loom (same semantics: a wake that arrives before the wait is kept).
 
 #[cfg(not(firehose_loom))]
@@ -27,6 +28,11 @@ mod imp {
                 crate::sys::pipe::wake(fd.as_fd());
             }
         }
+
+        /// Closes the producer's end: the reader sees a hang-up.
+        pub(crate) fn close(&mut self) {
+            self.0 = None;
+        }
     }
 
     impl WakeRx {
@@ -42,11 +48,12 @@ mod imp {
             Ok(WakeRx(Some(fd)))
         }
 
-        /// Reads away pending wake bytes; only call it when the pipe is readable (the fd is
-        /// blocking).
-        pub(crate) fn clear(&self) {
-            if let Some(fd) = &self.0 {
-                crate::sys::pipe::read_once(fd.as_fd());
+        /// Reads away pending wake bytes without ever blocking (so a stale "readable" from
+        /// a reactor costs nothing). Returns true if the producer's end is closed.
+        pub(crate) fn clear(&self) -> bool {
+            match &self.0 {
+                Some(fd) => crate::sys::pipe::drain(fd.as_fd()) == Some(0),
+                None => false,
             }
         }
 
@@ -73,9 +80,11 @@ mod imp {
             }
             let revents = pfd[0].revents().unwrap_or(PollFlags::empty());
             if revents.contains(PollFlags::POLLIN) {
-                // Readable, and only we read it: this read does not block.
-                crate::sys::pipe::read_once(fd.as_fd());
-                return Ok(Woken::Maybe);
+                // A socket is also readable at end of file: zero bytes is a hang-up.
+                return Ok(match crate::sys::pipe::drain(fd.as_fd()) {
+                    Some(0) => Woken::Hangup,
+                    _ => Woken::Maybe,
+                });
             }
             if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
                 return Ok(Woken::Hangup);
@@ -121,13 +130,16 @@ mod imp {
         pub(crate) fn wake(&self) {
             self.0.notify();
         }
+        pub(crate) fn close(&mut self) {}
     }
 
     impl WakeRx {
         pub(crate) fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
             None
         }
-        pub(crate) fn clear(&self) {}
+        pub(crate) fn clear(&self) -> bool {
+            false
+        }
         pub(crate) fn wait(&self, _timeout_ms: i32) -> std::io::Result<Woken> {
             self.0.wait();
             Ok(Woken::Maybe)

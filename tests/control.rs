@@ -650,3 +650,196 @@ fn queries_and_status_are_answered_over_the_socket() {
     assert_eq!(st.ring_capacity, 1 << 20);
     assert!(st.health.contains("no history"), "{}", st.health);
 }
+
+/// Issue 7: a lossless client that half-closes its socket while holding a batch is a
+/// disconnect to the service, but its process keeps the mapping and its borrows: the
+/// producer must keep honouring it until a rotation leaves it behind, so the held frames
+/// stay intact however many laps follow.
+#[test]
+fn a_lossless_client_that_half_closes_while_holding_a_batch_keeps_its_frames_intact() {
+    let mut svc = Service::start(&[
+        "--pace-us",
+        "200",
+        "--capacity",
+        "65536",
+        // No progress cut-off during the test: only the departure can free the ring.
+        "--window-ms",
+        "600000",
+    ]);
+    let _dog = Watchdog::arm(
+        "half-closed lossless reader",
+        Duration::from_secs(60),
+        vec![svc.proc.child.id()],
+    );
+    let mut staller = svc.client(&["--policy", "lossless", "--stall", "--half-close"]);
+    staller.expect_prefix("connected");
+    assert_ne!(staller.expect_prefix("holding="), "holding=0");
+    let start = svc.stats();
+    // Several laps of a 64 KiB ring (records average ~110 bytes with their headers).
+    let st = svc.wait_until(|s| s.next_seq > start.next_seq + 5 * 65536 / 64);
+    assert!(st.epoch >= 2, "the departed reader was left behind: {st:?}");
+    staller.say();
+    let intact = staller.expect_prefix("intact=");
+    let (a, b) = intact["intact=".len()..].split_once('/').unwrap();
+    assert_eq!(
+        a, b,
+        "the half-closed reader's borrowed frames must be intact"
+    );
+}
+
+/// Issue 7: a host that embeds the producer with SIGPIPE at its default action survives a
+/// reader that raises its sleeping flag and closes its wake fd.
+#[test]
+fn a_host_with_sigpipe_at_its_default_action_survives_a_reader_closing_its_wake_fd() {
+    let out = Command::new(CHILD)
+        .arg("sigpipe-host")
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "survived");
+}
+
+/// Issue 7: a tokio reader whose wake fd readiness is stale (the byte was read behind the
+/// reactor's back) must not block the runtime: the runtime's other tasks keep running while
+/// it waits for a producer that is idle between batches.
+#[test]
+fn a_tokio_reader_with_stale_readiness_never_blocks_the_runtime() {
+    use firehose_transport::control::tokio_client::AsyncClient;
+    use std::os::fd::AsRawFd;
+    // A batch of 64 records every 300 ms: idle in between.
+    let svc = Service::start(&["--pace-us", "300000"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _dog = Watchdog::arm(
+        "tokio stale readiness",
+        Duration::from_secs(30),
+        vec![svc.proc.child.id()],
+    );
+    let mut c = rt
+        .block_on(AsyncClient::<Vec<u8>>::connect(
+            svc.path.clone(),
+            opts(Policy::Lagging),
+        ))
+        .unwrap();
+    rt.block_on(async {
+        // Catch up with what is there.
+        while let Ok(Ok(b)) = tokio::time::timeout(Duration::from_millis(50), c.recv(4096)).await {
+            assert!(!b.is_empty());
+        }
+        // Sleep by hand, so the producer's next batch writes a wake byte.
+        let r = c.inner().reader_mut();
+        r.set_spin(0);
+        assert!(r.prepare_wait());
+        let fd = r.wake_fd().unwrap().as_raw_fd();
+        let mut pfd = [libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd for a valid fd, for the duration of the call.
+        assert_eq!(unsafe { libc::poll(pfd.as_mut_ptr(), 1, 5000) }, 1);
+        // Let the reactor see the fd readable, then take the byte behind its back.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut byte = [0u8; 64];
+        // SAFETY: reads into a buffer we own, from a valid fd.
+        let n = unsafe { libc::recv(fd, byte.as_mut_ptr().cast(), byte.len(), libc::MSG_DONTWAIT) };
+        assert!(n > 0);
+        c.inner().reader_mut().finish_wait(false);
+        // Catch up again, so the next receive has to wait.
+        while let Ok(Ok(b)) = tokio::time::timeout(Duration::from_millis(20), c.recv(4096)).await {
+            assert!(!b.is_empty());
+        }
+        let ticks = std::sync::Arc::new(AtomicU64::new(0));
+        let t2 = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                t2.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let got = tokio::time::timeout(Duration::from_millis(2000), c.recv(4096)).await;
+        ticker.abort();
+        assert!(
+            ticks.load(Ordering::Relaxed) > 0,
+            "the runtime's other tasks kept running"
+        );
+        // Either the next batch arrived or the timeout fired: both returned.
+        if let Ok(r) = got {
+            assert!(!r.unwrap().is_empty());
+        }
+    });
+}
+
+/// Issue 7: a peer that asks for status and queries as fast as it can, and never reads its
+/// socket, leaves the producer publishing and the service's memory bounded.
+#[test]
+fn a_peer_flooding_status_and_queries_leaves_the_producer_publishing_and_memory_bounded() {
+    use firehose_transport::control::conn::ClientConn;
+    use firehose_transport::control::wire::{
+        ClientMsg, Hello, HistoryQuery, StartAt, PROTOCOL_VERSION,
+    };
+    let mut svc = Service::start(&["--pace-us", "500"]);
+    let _dog = Watchdog::arm(
+        "status and query flood",
+        Duration::from_secs(60),
+        vec![svc.proc.child.id()],
+    );
+    let before = svc.stats();
+    let mut sm = ClientConn::new(Hello {
+        version: PROTOCOL_VERSION,
+        name: "flood".into(),
+        policy: Policy::Lagging,
+        start: StartAt::Now,
+    });
+    let mut hello = Vec::new();
+    while let Some(t) = sm.poll_transmit() {
+        hello.extend_from_slice(&t.bytes);
+    }
+    for i in 0..200 {
+        sm.send(&ClientMsg::StatusRequest);
+        sm.send(&ClientMsg::Query(HistoryQuery {
+            id: i,
+            ..HistoryQuery::default()
+        }));
+    }
+    let mut bytes = Vec::new();
+    while let Some(t) = sm.poll_transmit() {
+        bytes.extend_from_slice(&t.bytes);
+    }
+    let mut s = connect_raw(&svc.path);
+    s.write_all(&hello).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let mut max_rss = 0;
+    let mut last_seq = before.next_seq;
+    for round in 0..40 {
+        // Write as much as the socket takes; never read.
+        for _ in 0..50 {
+            match (&s).write(&bytes) {
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if round % 10 == 9 {
+            let st = svc.stats();
+            assert!(
+                st.next_seq > last_seq,
+                "the producer keeps publishing: {st:?}"
+            );
+            last_seq = st.next_seq;
+            max_rss = max_rss.max(st.rss_kib);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        max_rss < before.rss_kib + 64 * 1024,
+        "service memory stays bounded: {max_rss} KiB (started at {} KiB)",
+        before.rss_kib
+    );
+}

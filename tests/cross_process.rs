@@ -121,7 +121,7 @@ fn a_sleeping_reader_learns_that_the_producer_is_gone() {
     let mut p = Producer::<Vec<u8>>::new(RingConfig::default()).unwrap();
     let (child, sock) = spawn_child(CHILD, &["idle"]).unwrap();
     let fds = p.attach_remote(Policy::Lagging).unwrap();
-    let id = fds.id;
+    let id = fds.id();
     send_reader(sock.as_fd(), &fds).unwrap();
     drop(fds);
     let _dog = Watchdog::arm(

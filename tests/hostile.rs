@@ -51,7 +51,9 @@ fn errno_of(r: libc::c_int) -> Errno {
 fn a_reader_cannot_write_resize_or_punch_the_ring() {
     let mut p = producer();
     let fds = p.attach_remote(Policy::Lagging).unwrap();
-    let rw = reopen_rw(&fds.ring);
+    let (id, policy, start) = (fds.id(), fds.policy(), (fds.start_pos(), fds.start_seq()));
+    let (ring, cursor, wake) = fds.into_fds();
+    let rw = reopen_rw(&ring);
     let fd = rw.as_raw_fd();
     let buf = [0xAAu8; 64];
     // SAFETY: plain syscalls on an fd we own, with valid buffers.
@@ -101,6 +103,7 @@ fn a_reader_cannot_write_resize_or_punch_the_ring() {
     // SAFETY: F_GET_SEALS on an fd we own.
     let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
     assert!(seals & libc::F_SEAL_SEAL != 0);
+    let fds = ReaderFds::from_received(id, policy, start, ring, cursor, wake);
     let mut r: Reader<Vec<u8>> = Reader::open(fds).unwrap();
     p.publish(&payload(1)).unwrap();
     let b = r.try_recv(10).unwrap();
@@ -114,7 +117,9 @@ fn a_reader_cannot_write_resize_or_punch_the_ring() {
 fn a_reader_cannot_resize_its_cursor_page_or_freeze_it() {
     let mut p = producer();
     let fds = p.attach_remote(Policy::Lossless).unwrap();
-    let fd = fds.cursor.as_raw_fd();
+    let (id, policy, start) = (fds.id(), fds.policy(), (fds.start_pos(), fds.start_seq()));
+    let (ring, cursor, wake) = fds.into_fds();
+    let fd = cursor.as_raw_fd();
     // SAFETY: plain syscalls on an fd we own.
     unsafe {
         assert_eq!(errno_of(libc::ftruncate(fd, 0)), Errno::EPERM);
@@ -128,6 +133,7 @@ fn a_reader_cannot_resize_its_cursor_page_or_freeze_it() {
             Errno::EPERM
         );
     }
+    let fds = ReaderFds::from_received(id, policy, start, ring, cursor, wake);
     let mut r: Reader<Vec<u8>> = Reader::open(fds).unwrap();
     p.publish(&payload(1)).unwrap();
     assert_eq!(r.try_recv(10).unwrap().len(), 1);
@@ -167,7 +173,7 @@ fn a_client_refuses_a_ring_fd_that_is_unsealed_short_or_not_a_ring() {
     assert!(matches!(e, SegmentError::Version { found: 99, .. }), "{e}");
     // A header whose capacity disagrees with the file size.
     hdr = b"FIREHOSE".to_vec();
-    hdr.extend_from_slice(&1u64.to_ne_bytes());
+    hdr.extend_from_slice(&firehose_transport::ring::layout::LAYOUT_VERSION.to_ne_bytes());
     hdr.extend_from_slice(&(1u64 << 20).to_ne_bytes());
     let e = Segment::open(memfd(8192, ALL_SEALS, &hdr)).unwrap_err();
     assert!(matches!(e, SegmentError::Size { .. }), "{e}");
@@ -177,10 +183,13 @@ fn a_client_refuses_a_ring_fd_that_is_unsealed_short_or_not_a_ring() {
 fn a_client_refuses_an_unsealed_cursor_page() {
     let mut p = producer();
     let real = p.attach_remote(Policy::Lagging).unwrap();
-    let fds = ReaderFds {
-        cursor: memfd(4096, 0, &[0]),
-        ..real
-    };
+    let (id, policy, start) = (
+        real.id(),
+        real.policy(),
+        (real.start_pos(), real.start_seq()),
+    );
+    let (ring, _cursor, wake) = real.into_fds();
+    let fds = ReaderFds::from_received(id, policy, start, ring, memfd(4096, 0, &[0]), wake);
     let e = Reader::<Vec<u8>>::open(fds).unwrap_err();
     assert!(matches!(e, SegmentError::Seals { .. }), "{e}");
 }
@@ -191,9 +200,14 @@ fn a_client_refuses_an_unsealed_cursor_page() {
 fn a_reader_that_never_drains_its_wake_fd_does_not_block_the_producer() {
     let mut p = producer();
     let fds = p.attach_remote(Policy::Lagging).unwrap();
-    let wake = fds.wake.try_clone().unwrap();
-    let cursor = fds.cursor.try_clone().unwrap();
-    let _keep = Reader::<Vec<u8>>::open(fds).unwrap();
+    let (id, policy, start) = (fds.id(), fds.policy(), (fds.start_pos(), fds.start_seq()));
+    let (ring, cursor_fd, wake_fd) = fds.into_fds();
+    let wake = wake_fd.try_clone().unwrap();
+    let cursor = cursor_fd.try_clone().unwrap();
+    let _keep = Reader::<Vec<u8>>::open(ReaderFds::from_received(
+        id, policy, start, ring, cursor_fd, wake_fd,
+    ))
+    .unwrap();
     // Map the cursor page ourselves and hold the sleeping flag up (offset 128: its own line).
     // SAFETY: mapping 4096 bytes of a 4096-byte memfd we hold, shared and writable (its seals
     // allow writes).

@@ -205,7 +205,7 @@ pub fn latency(
 /// Any read or check failure.
 pub fn ring_stamped_child(mut sock: UnixStream, args: &crate::child::ChildArgs) -> Result<()> {
     let fds = recv_reader(sock.as_fd()).context("receiving the reader")?;
-    let first = fds.start_seq;
+    let first = fds.start_seq();
     let mut r = Reader::<BenchRecord>::open(fds)?;
     r.set_spin(args.spin);
     let mut chk = StampChecker::new(args.payload)?;
@@ -484,7 +484,7 @@ fn check_frames(buf: &[u8], chk: &mut Checker) -> Result<()> {
 /// Any read or check failure.
 pub fn ring_paced_child(mut sock: UnixStream, args: &crate::child::ChildArgs) -> Result<()> {
     let fds = recv_reader(sock.as_fd()).context("receiving the reader")?;
-    let first = fds.start_seq;
+    let first = fds.start_seq();
     let mut r = Reader::<BenchRecord>::open(fds)?;
     r.set_spin(0);
     let mut chk = Checker::new(args.payload)?;

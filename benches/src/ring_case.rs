@@ -170,7 +170,7 @@ pub fn throughput(policy: Policy, payload: usize, ctx: &Ctx) -> Result<Throughpu
 /// Any read, validation or checksum failure.
 pub fn reader_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     let fds = recv_reader(sock.as_fd()).context("receiving the reader")?;
-    let first = fds.start_seq;
+    let first = fds.start_seq();
     let mut r = Reader::<BenchRecord>::open(fds)?;
     r.set_spin(args.spin);
     let mut chk = Checker::new(args.payload)?;
@@ -218,7 +218,7 @@ pub fn round_trip(payload: usize, mode: ReaderMode, ctx: &Ctx) -> Result<Percent
     send_reader(child.sock.as_fd(), &fds).context("handing over the ping reader")?;
     drop(fds);
     let pong_fds = recv_reader(child.sock.as_fd()).context("receiving the pong reader")?;
-    let first = pong_fds.start_seq;
+    let first = pong_fds.start_seq();
     let mut pong = Reader::<BenchRecord>::open(pong_fds)?;
     pong.set_spin(spin);
     let mut chk = Checker::new(payload)?;
@@ -269,7 +269,7 @@ pub fn round_trip(payload: usize, mode: ReaderMode, ctx: &Ctx) -> Result<Percent
 /// Any read, validation, checksum or publish failure.
 pub fn echo_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     let fds = recv_reader(sock.as_fd()).context("receiving the ping reader")?;
-    let first = fds.start_seq;
+    let first = fds.start_seq();
     let mut ping = Reader::<BenchRecord>::open(fds)?;
     ping.set_spin(args.spin);
     let mut pong = Producer::<BenchRecord>::new(ring_config())?;

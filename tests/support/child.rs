@@ -29,6 +29,7 @@ fn run() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("service") => return roles::service(&args),
         Some("client") => return roles::client(&args),
+        Some("sigpipe-host") => return roles::sigpipe_host(),
         _ => {}
     }
     let sock = firehose_transport::handoff::inherited_socket()

@@ -1,6 +1,7 @@
 //! The control-socket roles of the test child: a service and a client.
 
 use std::io::{BufRead, Write};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -194,7 +195,7 @@ pub(crate) fn client(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.iter().any(|a| a == "--stall") {
-        return stall(&mut c);
+        return stall(&mut c, args.iter().any(|a| a == "--half-close"));
     }
     let want = num(args, "--records", u64::MAX);
     let mut got = 0u64;
@@ -236,9 +237,13 @@ pub(crate) fn client(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes one batch and holds it (a lossless reader that stops reading). On a line from
-/// stdin, checks that every held record is still intact, then reads on until disconnected.
-fn stall(c: &mut Client<Vec<u8>>) -> anyhow::Result<()> {
+/// Takes one batch and holds it (a lossless reader that stops reading); with `half_close`,
+/// then shuts its socket for writing (the service sees a disconnect, while this process
+/// keeps its mapping and its borrows). On a line from stdin, checks that every held record
+/// is still intact, then reads on until disconnected.
+fn stall(c: &mut Client<Vec<u8>>, half_close: bool) -> anyhow::Result<()> {
+    // The raw fd is a plain number: safe code can keep it while the batch borrows `c`.
+    let sock = c.socket_fd().as_raw_fd();
     let (seqs, bytes): (Vec<u64>, Vec<&[u8]>) = {
         let b = c.recv(64)?;
         let recs: Vec<_> = b
@@ -251,6 +256,9 @@ fn stall(c: &mut Client<Vec<u8>>) -> anyhow::Result<()> {
         // The borrows outlive the batch value: they borrow the client, like the batch did.
         recs.into_iter().unzip()
     };
+    if half_close {
+        nix::sys::socket::shutdown(sock, nix::sys::socket::Shutdown::Write)?;
+    }
     println!("holding={}", seqs.len());
     std::io::stdout().flush()?;
     let mut line = String::new();
@@ -284,4 +292,23 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `sigpipe-host`: a host that embeds the producer with `SIGPIPE` at its default action (as
+/// a C program would). A reader raises its sleeping flag and closes its wake fd; the
+/// producer then publishes, which wakes it. Prints `survived` if the process lives.
+pub(crate) fn sigpipe_host() -> anyhow::Result<()> {
+    // SAFETY: setting a signal's disposition to its default has no memory-safety
+    // preconditions; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let mut p = Producer::<Vec<u8>>::new(RingConfig::default())?;
+    let fds = p.attach_remote(Policy::Lagging)?;
+    let mut r = firehose_transport::ring::Reader::<Vec<u8>>::open(fds)?;
+    r.set_spin(0);
+    assert!(r.prepare_wait(), "nothing to read yet");
+    drop(r); // closes the reader's end of its wake channel, with its flag raised
+    p.publish(&payload(1))?;
+    p.publish(&payload(2))?;
+    println!("survived");
+    Ok(())
 }

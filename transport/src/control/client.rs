@@ -4,7 +4,7 @@
 //! once (socket EOF), with no heartbeat.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -531,18 +531,12 @@ impl<T: Archive> Client<T> {
         }
     }
 
-    /// Sends `msg` (blocking until it is out).
+    /// Sends `msg`, waiting for room if the socket is full. The socket stays non-blocking
+    /// (its open file description may be shared, with tokio's reactor for one): each send
+    /// is `MSG_DONTWAIT`, and a full socket is waited out with `poll`.
     fn send(&mut self, msg: &ClientMsg) -> Result<(), ClientError> {
         self.sm.send(msg);
-        self.stream
-            .set_nonblocking(false)
-            .map_err(|source| ClientError::Io {
-                path: self.err_path(),
-                source,
-            })?;
-        let r = flush(&self.stream, &mut self.sm);
-        let _ = self.stream.set_nonblocking(true);
-        r.map_err(|source| ClientError::Io {
+        flush(&self.stream, &mut self.sm).map_err(|source| ClientError::Io {
             path: self.err_path(),
             source,
         })
@@ -707,9 +701,27 @@ fn is_nonblocking(stream: &UnixStream) -> bool {
 }
 
 fn flush(stream: &UnixStream, sm: &mut ClientConn) -> io::Result<()> {
-    let mut s = stream;
+    use nix::sys::socket::{send, MsgFlags};
     while let Some(t) = sm.poll_transmit() {
-        s.write_all(&t.bytes)?;
+        let mut sent = 0;
+        while sent < t.bytes.len() {
+            match send(
+                stream.as_raw_fd(),
+                &t.bytes[sent..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => sent += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     Ok(())
 }

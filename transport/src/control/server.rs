@@ -10,7 +10,7 @@
 //! error and a disconnect; every offender is logged once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,11 +35,39 @@ use crate::ring::{Policy, Producer, ReaderId};
 pub trait ServiceInfo {
     /// Oldest seq history holds, and newest committed seq.
     fn history_bounds(&self) -> (u64, u64);
-    /// Answers a query, handing rows to `emit` in seq order (batches of at most
-    /// [`MAX_ROWS`]).
-    fn query(&mut self, q: &HistoryQuery, emit: &mut dyn FnMut(Vec<FileEvent>)) -> QueryEnd;
+    /// Starts answering a query. The server pulls its rows a page at a time, only while the
+    /// client's output queue has room, so no answer is ever held whole in memory.
+    fn query(&mut self, q: &HistoryQuery) -> Box<dyn QueryRows>;
     /// Fills the service-specific parts of a status (roots, rules, history rows, health).
     fn status(&self, status: &mut Status);
+}
+
+/// What one pull of a query's rows gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryStep {
+    /// Rows were appended (maybe none); pull again.
+    More,
+    /// Nothing can be had now (a backfill waiting for its range to be committed): pull
+    /// again a little later.
+    Pending,
+    /// Finished: every row was appended.
+    Done(QueryEnd),
+}
+
+/// A query being answered, page by page.
+pub trait QueryRows: Send {
+    /// Appends at most `max` rows, in seq order, to `out`.
+    fn next_rows(&mut self, out: &mut Vec<FileEvent>, max: usize) -> QueryStep;
+}
+
+/// A query answered at once with `end` and no rows.
+#[derive(Debug)]
+pub struct NoRows(pub QueryEnd);
+
+impl QueryRows for NoRows {
+    fn next_rows(&mut self, _out: &mut Vec<FileEvent>, _max: usize) -> QueryStep {
+        QueryStep::Done(self.0)
+    }
 }
 
 /// A ring without history.
@@ -50,13 +78,23 @@ impl ServiceInfo for NoHistory {
     fn history_bounds(&self) -> (u64, u64) {
         (0, 0)
     }
-    fn query(&mut self, _q: &HistoryQuery, _emit: &mut dyn FnMut(Vec<FileEvent>)) -> QueryEnd {
-        QueryEnd::Unavailable
+    fn query(&mut self, _q: &HistoryQuery) -> Box<dyn QueryRows> {
+        Box::new(NoRows(QueryEnd::Unavailable))
     }
     fn status(&self, status: &mut Status) {
         status.health = "ok (no history)".into();
     }
 }
+
+/// Rows pulled for one client per round of the loop.
+const QUERY_PAGE: usize = 1024;
+/// A query's rows are pulled only while the client's output queue is below this.
+const QUERY_OUT_BOUND: usize = 256 << 10;
+/// Queries one connection may have waiting or running; more are answered `Unavailable`.
+const MAX_QUERIES: usize = 4;
+/// Status reports one connection gets at most this often; requests in between are folded
+/// into one answer when the time comes.
+const STATUS_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Limits and policies of the control socket.
 #[derive(Clone, Debug)]
@@ -119,7 +157,6 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 pub const FDS_PER_CONNECTION: u64 = 6;
 
 /// One client connection.
-#[derive(Debug)]
 struct Conn {
     stream: UnixStream,
     cred: PeerCred,
@@ -134,6 +171,25 @@ struct Conn {
     /// A lossless reader's progress window: when it began holding the producer back, and
     /// where it was then.
     window: Option<(Instant, u64)>,
+    /// The segment epoch this client was last sent (welcome or switch).
+    epoch: u64,
+    /// Queries being answered, oldest first: (id, rows).
+    queries: VecDeque<(u64, Box<dyn QueryRows>)>,
+    /// When the last status report was sent, and whether another is owed.
+    status_sent: Option<Instant>,
+    status_owed: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("cred", &self.cred)
+            .field("reader", &self.reader)
+            .field("name", &self.name)
+            .field("queued", &self.queued)
+            .field("queries", &self.queries.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters for tests and status.
@@ -149,6 +205,12 @@ pub struct ServerStats {
     pub protocol_errors: u64,
     /// Lossless readers cut off for being too slow.
     pub cut_off: u64,
+    /// Departed lossless readers left behind by a rotation (they held the ring back).
+    pub left_behind: u64,
+    /// Status requests folded into another answer (asked for faster than one per 50 ms).
+    pub status_folded: u64,
+    /// Queries refused because the connection already had the most running.
+    pub queries_refused: u64,
 }
 
 /// The control socket's event loop.
@@ -164,6 +226,16 @@ pub struct Server<T> {
     started: Instant,
     service_uid: u32,
     stats: ServerStats,
+    /// Lossless readers that left while the producer still honours them: id -> (uid, pid)
+    /// (the uid gets the cool-down if rotations keep leaving its readers behind with their
+    /// segment still mapped).
+    departed: HashMap<ReaderId, (u32, u32)>,
+    /// The read end of the producer's rotation hook: readable after every rotation.
+    rotated: UnixStream,
+    /// Whether some query waits for its range to be committed (poll again soon).
+    pending_queries: bool,
+    /// Per uid, when its departed lossless readers were left behind (within a cool-down).
+    left_behind: HashMap<u32, VecDeque<Instant>>,
 }
 
 impl<T> std::fmt::Debug for Server<T> {
@@ -193,7 +265,20 @@ impl<T: Archive> Server<T> {
         config: ServerConfig,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
+        // The producer may rotate on its own (to leave a departed lossless reader behind),
+        // on whichever thread publishes: it pokes this socket so the loop sends the switch
+        // at once.
+        let (rotated, poke) = UnixStream::pair()?;
+        rotated.set_nonblocking(true)?;
+        poke.set_nonblocking(true)?;
+        lock(&producer).set_rotation_hook(Box::new(move || {
+            let _ = (&poke).write(&[1]);
+        }));
         Ok(Server {
+            departed: HashMap::new(),
+            rotated,
+            pending_queries: false,
+            left_behind: HashMap::new(),
             listener,
             producer,
             info,
@@ -228,8 +313,9 @@ impl<T: Archive> Server<T> {
         let mut ready = vec![PollFlags::empty(); tokens.len()];
         let listener_ready;
         {
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(tokens.len() + 1);
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(tokens.len() + 2);
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.rotated.as_fd(), PollFlags::POLLIN));
             for t in &tokens {
                 let c = &self.conns[t];
                 let mut ev = PollFlags::POLLIN;
@@ -238,6 +324,7 @@ impl<T: Archive> Server<T> {
                 }
                 fds.push(PollFd::new(c.stream.as_fd(), ev));
             }
+            let timeout = self.next_timeout(timeout);
             let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
             match poll(
                 &mut fds,
@@ -247,7 +334,7 @@ impl<T: Archive> Server<T> {
                 Err(e) => return Err(e.into()),
             }
             listener_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-            for (i, f) in fds[1..].iter().enumerate() {
+            for (i, f) in fds[2..].iter().enumerate() {
                 ready[i] = f.revents().unwrap_or(PollFlags::empty());
             }
         }
@@ -264,8 +351,159 @@ impl<T: Archive> Server<T> {
         }
         self.check_timeouts();
         self.check_progress();
+        self.handle_rotations();
+        self.serve_queries();
+        self.serve_status();
         self.reap();
         Ok(())
+    }
+
+    /// How long the next poll may sleep: not at all while a query has rows to pull and
+    /// room to send them, briefly while one waits for commits or a status is owed.
+    fn next_timeout(&self, timeout: Duration) -> Duration {
+        let mut t = timeout;
+        for c in self.conns.values() {
+            if !c.queries.is_empty() && c.queued < QUERY_OUT_BOUND && !c.sm.is_closing() {
+                return Duration::ZERO;
+            }
+            if c.status_owed {
+                t = t.min(STATUS_INTERVAL);
+            }
+        }
+        if self.pending_queries {
+            t = t.min(Duration::from_millis(5));
+        }
+        t
+    }
+
+    /// Sends every rotation the producer made to the readers that follow it, in order, and
+    /// notes the departed lossless readers it left behind.
+    fn handle_rotations(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.rotated).read(&mut buf), Ok(n) if n > 0) {}
+        let rotations = lock(&self.producer).take_rotations();
+        if rotations.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for rot in rotations {
+            for id in &rot.cut_off {
+                let Some((uid, pid)) = self.departed.remove(id) else {
+                    continue;
+                };
+                self.stats.left_behind += 1;
+                // A reader whose process still maps the old segment pins it: a uid that
+                // makes the service leave mapped segments behind again and again gets the
+                // cool-down. (Only a resource bound: soundness never rests on this look.)
+                if !maps_segment(pid, &rot.previous) {
+                    continue;
+                }
+                let times = self.left_behind.entry(uid).or_default();
+                times.retain(|t| now.duration_since(*t) < self.config.cooldown);
+                times.push_back(now);
+                if times.len() >= self.config.max_lossless.max(1) {
+                    self.cooldown.insert(uid, now);
+                }
+            }
+            let Some(ring) = rot.segment.fd() else {
+                continue;
+            };
+            let epoch = rot.segment.epoch();
+            for c in self.conns.values_mut() {
+                let Some(id) = c.reader else { continue };
+                if c.epoch >= epoch || rot.cut_off.contains(&id) || c.sm.is_closing() {
+                    continue;
+                }
+                match ring.try_clone_to_owned() {
+                    Ok(fd) => {
+                        c.sm.send(&ServerMsg::SegmentSwitch { epoch }, vec![fd]);
+                        c.epoch = epoch;
+                    }
+                    Err(_) => {
+                        c.sm.close(DisconnectReason::Busy, "out of fds for the segment switch")
+                    }
+                }
+            }
+        }
+        let all: Vec<u64> = self.conns.keys().copied().collect();
+        for t in all {
+            self.flush_conn(t);
+        }
+    }
+
+    /// Pulls a page of rows for each connection with a query and room in its output queue.
+    fn serve_queries(&mut self) {
+        self.pending_queries = false;
+        let tokens: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.queries.is_empty())
+            .map(|(t, _)| *t)
+            .collect();
+        let mut rows = Vec::new();
+        for t in tokens {
+            let Some(c) = self.conns.get_mut(&t) else {
+                continue;
+            };
+            if c.sm.is_closing() {
+                c.queries.clear();
+                continue;
+            }
+            if c.queued >= QUERY_OUT_BOUND {
+                continue;
+            }
+            let Some((id, q)) = c.queries.front_mut() else {
+                continue;
+            };
+            let id = *id;
+            rows.clear();
+            let step = q.next_rows(&mut rows, QUERY_PAGE.min(MAX_ROWS));
+            if !rows.is_empty() {
+                c.sm.send(
+                    &ServerMsg::Rows {
+                        id,
+                        rows: std::mem::take(&mut rows),
+                    },
+                    vec![],
+                );
+            }
+            match step {
+                QueryStep::More => {}
+                QueryStep::Pending => self.pending_queries = true,
+                QueryStep::Done(end) => {
+                    c.sm.send(&ServerMsg::RowsEnd { id, end }, vec![]);
+                    c.queries.pop_front();
+                }
+            }
+            self.flush_conn(t);
+        }
+    }
+
+    /// Answers owed status requests, at most one per connection per [`STATUS_INTERVAL`].
+    fn serve_status(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.status_owed
+                    && c.status_sent
+                        .is_none_or(|t| now.duration_since(t) >= STATUS_INTERVAL)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let st = self.status();
+        for t in due {
+            if let Some(c) = self.conns.get_mut(&t) {
+                c.status_owed = false;
+                c.status_sent = Some(now);
+                c.sm.send(&ServerMsg::Status(st.clone()), vec![]);
+            }
+            self.flush_conn(t);
+        }
     }
 
     /// Tells every client the service is shutting down and flushes what it can.
@@ -319,6 +557,10 @@ impl<T: Archive> Server<T> {
                 queued: 0,
                 idle_since: Some(Instant::now()),
                 window: None,
+                epoch: 0,
+                queries: VecDeque::new(),
+                status_sent: None,
+                status_owed: false,
             };
             if !is_allowed(&cred, &self.config.access, self.service_uid) {
                 self.stats.refused += 1;
@@ -415,9 +657,13 @@ impl<T: Archive> Server<T> {
                 ServerEvent::Hello(h) => self.on_hello(token, h.name, h.policy),
                 ServerEvent::Query(q) => self.on_query(token, &q),
                 ServerEvent::StatusRequest => {
-                    let st = self.status();
+                    // Answered by `serve_status`, at most one per interval: a peer asking
+                    // as fast as it can costs one report per 50 ms.
                     if let Some(c) = self.conns.get_mut(&token) {
-                        c.sm.send(&ServerMsg::Status(st), vec![]);
+                        if c.status_owed {
+                            self.stats.status_folded += 1;
+                        }
+                        c.status_owed = true;
                     }
                 }
                 ServerEvent::Bye => {}
@@ -446,7 +692,9 @@ impl<T: Archive> Server<T> {
                         cred.uid
                     ),
                 ))
-            } else if self.lossless_count() >= self.config.max_lossless {
+            } else if self.lossless_count() >= self.config.max_lossless
+                && !self.leave_departed_behind()
+            {
                 Some((
                     DisconnectReason::Busy,
                     format!(
@@ -494,6 +742,7 @@ impl<T: Archive> Server<T> {
         drop(p);
         let c = self.conns.get_mut(&token).expect("conn");
         c.reader = Some(fds.id);
+        c.epoch = welcome.epoch;
         c.name = name;
         c.idle_since = None;
         c.sm.send(
@@ -503,46 +752,62 @@ impl<T: Archive> Server<T> {
     }
 
     fn on_query(&mut self, token: u64, q: &HistoryQuery) {
-        let mut batches = Vec::new();
-        let end = self.info.query(q, &mut |rows| batches.push(rows));
         let Some(c) = self.conns.get_mut(&token) else {
             return;
         };
-        for rows in batches {
-            for chunk in rows.chunks(MAX_ROWS) {
-                c.sm.send(
-                    &ServerMsg::Rows {
-                        id: q.id,
-                        rows: chunk.to_vec(),
-                    },
-                    vec![],
-                );
-            }
+        if c.queries.len() >= MAX_QUERIES {
+            self.stats.queries_refused += 1;
+            c.sm.send(
+                &ServerMsg::RowsEnd {
+                    id: q.id,
+                    end: QueryEnd::Unavailable,
+                },
+                vec![],
+            );
+            return;
         }
-        c.sm.send(&ServerMsg::RowsEnd { id: q.id, end }, vec![]);
+        let rows = self.info.query(q);
+        let c = self.conns.get_mut(&token).expect("conn");
+        c.queries.push_back((q.id, rows));
     }
 
+    /// Makes room under the lossless limit by rotating away from departed lossless readers
+    /// (a normal cost: one new segment). Returns whether the count is now under the limit.
+    fn leave_departed_behind(&mut self) -> bool {
+        let departed = lock(&self.producer).lossless_readers().1;
+        if departed == 0 {
+            return false;
+        }
+        if let Err(e) = lock(&self.producer).rotate(None, &[]) {
+            eprintln!("firehose control: could not rotate to leave departed readers behind: {e}");
+            return false;
+        }
+        self.handle_rotations();
+        self.lossless_count() < self.config.max_lossless
+    }
+
+    /// Lossless readers, live and departed (a departed one still holds its backpressure
+    /// and may pin a segment when left behind).
     fn lossless_count(&self) -> usize {
-        let p = lock(&self.producer);
-        self.conns
-            .values()
-            .filter(|c| {
-                c.reader
-                    .is_some_and(|id| p.reader_policy(id) == Some(Policy::Lossless))
-            })
-            .count()
+        let (live, departed) = lock(&self.producer).lossless_readers();
+        live + departed
     }
 
     /// The status report.
     pub fn status(&self) -> Status {
         let p = lock(&self.producer);
+        // One pass over the producer's readers, then one over the connections.
+        let progress: HashMap<ReaderId, (Policy, u64)> = p
+            .readers_progress()
+            .into_iter()
+            .map(|(id, policy, _, lag)| (id, (policy, lag)))
+            .collect();
         let readers = self
             .conns
             .values()
             .filter_map(|c| {
                 let id = c.reader?;
-                let policy = p.reader_policy(id)?;
-                let (_, lag) = p.reader_progress(id)?;
+                let &(policy, lag) = progress.get(&id)?;
                 Some(ReaderStatus {
                     id: id.0,
                     pid: c.cred.pid,
@@ -700,42 +965,27 @@ impl<T: Archive> Server<T> {
             .iter()
             .filter_map(|t| self.conns.get(t)?.reader)
             .collect();
-        let seg = {
-            let mut p = lock(&self.producer);
-            match p.rotate(None, &ids) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("firehose control: could not rotate the ring to cut off a stalled reader: {e}");
-                    return;
-                }
-            }
-        };
-        let Some(ring) = seg.fd() else { return };
-        for (t, c) in self.conns.iter_mut() {
-            if tokens.contains(t) {
-                c.reader = None;
-                c.window = None;
-                self.cooldown.insert(c.cred.uid, Instant::now());
-                self.stats.cut_off += 1;
-                c.sm.close(
-                    DisconnectReason::TooSlow,
-                    "this lossless reader held the ring back without progress and was cut off; frames it holds stay valid",
-                );
-            } else if c.reader.is_some() {
-                match ring.try_clone_to_owned() {
-                    Ok(fd) => {
-                        c.sm.send(&ServerMsg::SegmentSwitch { epoch: seg.epoch() }, vec![fd])
-                    }
-                    Err(_) => {
-                        c.sm.close(DisconnectReason::Busy, "out of fds for the segment switch")
-                    }
-                }
-            }
+        if let Err(e) = lock(&self.producer).rotate(None, &ids) {
+            eprintln!(
+                "firehose control: could not rotate the ring to cut off a stalled reader: {e}"
+            );
+            return;
         }
-        let all: Vec<u64> = self.conns.keys().copied().collect();
-        for t in all {
-            self.flush_conn(t);
+        for t in tokens {
+            let Some(c) = self.conns.get_mut(t) else {
+                continue;
+            };
+            c.reader = None;
+            c.window = None;
+            self.cooldown.insert(c.cred.uid, Instant::now());
+            self.stats.cut_off += 1;
+            c.sm.close(
+                DisconnectReason::TooSlow,
+                "this lossless reader held the ring back without progress and was cut off; frames it holds stay valid",
+            );
         }
+        // The switch for everyone else (and any rotation the producer made on its own).
+        self.handle_rotations();
     }
 
     /// Drops connections that finished closing.
@@ -751,11 +1001,18 @@ impl<T: Archive> Server<T> {
         }
     }
 
-    /// Closes a connection and frees its reader slot (and any backpressure it held).
+    /// Closes a connection and removes its reader. A lagging reader's slot is freed at
+    /// once; a lossless reader departs, keeping its backpressure until the producer leaves
+    /// it behind with a rotation (its process may still read frames in place), which the
+    /// producer does by itself the moment it would be held back.
     fn drop_conn(&mut self, token: u64) {
         if let Some(c) = self.conns.remove(&token) {
             if let Some(id) = c.reader {
-                lock(&self.producer).remove_reader(id);
+                let mut p = lock(&self.producer);
+                if p.reader_policy(id) == Some(Policy::Lossless) {
+                    self.departed.insert(id, (c.cred.uid, c.cred.pid));
+                }
+                p.remove_reader(id);
             }
         }
     }
@@ -775,4 +1032,20 @@ fn send_some(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Whether process `pid` maps `seg` (its memfd's inode appears in `/proc/PID/maps`). False
+/// if the process is gone or its maps cannot be read.
+fn maps_segment(pid: u32, seg: &crate::ring::Segment) -> bool {
+    let Some(fd) = seg.fd() else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(fd) else {
+        return false;
+    };
+    let ino = st.st_ino.to_string();
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(&ino))
+    })
 }

@@ -122,6 +122,8 @@ struct Slot {
 pub struct Rotation {
     /// The new segment, to hand to readers in other processes.
     pub segment: Segment,
+    /// The segment it replaced (the one the readers left behind stay in).
+    pub previous: Segment,
     /// The readers left behind in the old segment (cut off, or departed lossless readers).
     pub cut_off: Vec<ReaderId>,
 }
@@ -166,6 +168,28 @@ impl ReaderFds {
     /// The seq of the first frame at `start_pos`.
     pub fn start_seq(&self) -> u64 {
         self.start_seq
+    }
+
+    /// What a client received from a producer (by [`recv_reader`](crate::handoff::recv_reader)
+    /// or in a welcome), put together for [`Reader::open`], which checks every claim in it
+    /// against the producer's own records before it hands out a frame.
+    pub fn from_received(
+        id: ReaderId,
+        policy: Policy,
+        start: (u64, u64),
+        ring: std::os::fd::OwnedFd,
+        cursor: std::os::fd::OwnedFd,
+        wake: std::os::fd::OwnedFd,
+    ) -> Self {
+        ReaderFds {
+            id,
+            policy,
+            start_pos: start.0,
+            start_seq: start.1,
+            ring,
+            cursor,
+            wake,
+        }
     }
 
     /// Gives up the three fds (ring, cursor page, wake fd), to send them on.
@@ -836,6 +860,20 @@ impl<T: Archive> Producer<T> {
         Some((r, self.w - r))
     }
 
+    /// Every attached reader (departed lossless ones included) with its policy, released
+    /// position (clamped) and lag behind the write cursor in bytes, in one pass.
+    pub fn readers_progress(&self) -> Vec<(ReaderId, Policy, u64, u64)> {
+        self.readers
+            .iter()
+            .map(|slot| {
+                // Acquire: as in `refresh_min_released`; this is only a report.
+                let raw = slot.cursor.page().released.0.load(Ordering::Acquire);
+                let r = raw.clamp(self.seg.base_pos(), self.w);
+                (slot.id, slot.policy, r, self.w - r)
+            })
+            .collect()
+    }
+
     /// The policy of an attached reader.
     pub fn reader_policy(&self, id: ReaderId) -> Option<Policy> {
         self.readers.iter().find(|s| s.id == id).map(|s| s.policy)
@@ -974,6 +1012,7 @@ impl<T: Archive> Producer<T> {
         }
         self.rotations.push_back(Rotation {
             segment: new.clone(),
+            previous: old,
             cut_off: left,
         });
         if let Some(hook) = &self.on_rotate {

@@ -1,0 +1,405 @@
+//! The core thread: turns kernel events into [`WatchEvent`]s, one at a time, in kernel order.
+//! It owns every piece of state (descriptor map, held rename, scan memory, roots, unwatched
+//! set), so none of it is shared or locked; `status` gets a copy after each batch.
+
+use super::backend::{DIR_MASK, Inotify, MODIFY_MASK, ROOT_MASK, SysEvent, now_ns};
+use super::limits::Unwatched;
+use super::reader::{Bound, Raw};
+use super::rename::{PAIR_WAIT, PendingMove};
+use super::roots::Root;
+use super::scan::Dedupe;
+use super::tree::Tree;
+use super::{
+    EventKind, OverflowReason, RawEvent, UNWATCHED_LISTED, WatchConfig, WatchEvent, WatchStatus,
+};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, select};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Requests from [`Watcher`](super::Watcher).
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// Replace the roots.
+    SetRoots(Vec<PathBuf>),
+    /// Stop the thread.
+    Stop,
+}
+
+/// Overflows closer together than this are one episode: one event, one log line.
+const EPISODE_NS: u64 = 1_000_000_000;
+
+/// The core thread's state.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) cfg: WatchConfig,
+    pub(crate) ino: Arc<Inotify>,
+    out: Sender<WatchEvent>,
+    status: Arc<Mutex<WatchStatus>>,
+    stop: Arc<AtomicBool>,
+    bound: Arc<Bound>,
+    pub(crate) tree: Tree,
+    pub(crate) roots: Vec<Root>,
+    pub(crate) unwatched: Unwatched,
+    pub(crate) dedupe: Dedupe,
+    pub(crate) pending: Option<PendingMove>,
+    pub(crate) ignore: HashSet<PathBuf>,
+    pub(crate) next_root_poll: Instant,
+    overflows: u64,
+    last_overflow_ns: Option<u64>,
+    need_rewalk: bool,
+    last_modify: Option<PathBuf>,
+    alive: bool,
+}
+
+impl Core {
+    /// The core for `cfg`; nothing is watched until [`Core::start_roots`].
+    pub(crate) fn new(
+        cfg: WatchConfig,
+        ino: Arc<Inotify>,
+        out: Sender<WatchEvent>,
+        status: Arc<Mutex<WatchStatus>>,
+        stop: Arc<AtomicBool>,
+        bound: Arc<Bound>,
+    ) -> Self {
+        let window = cfg.dedupe_window.as_nanos() as u64;
+        Core {
+            ignore: cfg.ignore.iter().cloned().collect(),
+            next_root_poll: Instant::now() + cfg.root_poll,
+            cfg,
+            ino,
+            out,
+            status,
+            stop,
+            bound,
+            tree: Tree::default(),
+            roots: Vec::new(),
+            unwatched: Unwatched::default(),
+            dedupe: Dedupe::new(window),
+            pending: None,
+            overflows: 0,
+            last_overflow_ns: None,
+            need_rewalk: false,
+            last_modify: None,
+            alive: true,
+        }
+    }
+
+    /// Runs until stopped or until nobody listens.
+    pub(crate) fn run(mut self, raw: Receiver<Raw>, cmd: Receiver<Cmd>) {
+        while self.alive && !self.stop.load(Ordering::Acquire) {
+            let timeout = self.timeout();
+            select! {
+                recv(raw) -> m => match m {
+                    Ok(m) => self.on_raw(m),
+                    Err(_) => return,
+                },
+                recv(cmd) -> c => match c {
+                    Ok(Cmd::SetRoots(r)) => {
+                        self.settle_move();
+                        self.set_roots(r);
+                    }
+                    Ok(Cmd::Stop) | Err(_) => return,
+                },
+                default(timeout) => {}
+            }
+            if raw.is_empty() {
+                self.idle();
+            }
+        }
+    }
+
+    /// How long to wait for the next message.
+    fn timeout(&self) -> Duration {
+        if self.pending.is_some() {
+            PAIR_WAIT
+        } else if self.need_rewalk {
+            Duration::ZERO
+        } else if self.roots.iter().any(|r| r.gone)
+            || !self.unwatched.set.is_empty()
+            || !self.dedupe.is_empty()
+        {
+            self.cfg.root_poll.min(self.cfg.dedupe_window)
+        } else {
+            Duration::from_secs(3600)
+        }
+    }
+
+    /// The queue is empty: settle what waits on time, then publish the status.
+    fn idle(&mut self) {
+        self.settle_move_if_stale();
+        if self.need_rewalk && self.pending.is_none() {
+            self.need_rewalk = false;
+            self.rewalk();
+        }
+        self.dedupe.expire(now_ns());
+        self.poll_roots();
+        self.retry_unwatched();
+        self.publish_status();
+    }
+
+    fn on_raw(&mut self, m: Raw) {
+        match m {
+            Raw::Events(batch) => {
+                self.bound.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                for ev in &batch {
+                    self.on_event(ev);
+                    if !self.alive {
+                        return;
+                    }
+                }
+            }
+            Raw::DropStart { time_ns } => {
+                self.settle_move();
+                self.overflow(OverflowReason::WatcherQueue, time_ns);
+            }
+            Raw::DropEnd { dropped } => {
+                tracing::debug!("watch: queue has room again after dropping {dropped} events");
+                self.need_rewalk = true;
+            }
+        }
+    }
+
+    /// One kernel event.
+    fn on_event(&mut self, ev: &SysEvent) {
+        if ev.has(libc::IN_Q_OVERFLOW) {
+            self.settle_move();
+            self.overflow(OverflowReason::KernelQueue, ev.time_ns);
+            return;
+        }
+        if ev.has(libc::IN_IGNORED) {
+            self.ignored(ev.wd);
+            return;
+        }
+        self.dedupe.expire(ev.time_ns);
+        // Anything but the To of a held From settles it first: a directory moved out loses
+        // its watches before any later event of it is looked up.
+        let pairs = ev.has(libc::IN_MOVED_TO)
+            && self.pending.as_ref().is_some_and(|p| p.cookie == ev.cookie);
+        if !pairs {
+            self.settle_move();
+        }
+        let Some(dir) = self.tree.path(ev.wd).map(Path::to_path_buf) else {
+            return; // a descriptor we already forgot
+        };
+        let Some(name) = &ev.name else {
+            self.self_event(ev, dir);
+            return;
+        };
+        let path = dir.join(name);
+        if pairs {
+            if let Some(from) = self.take_move(ev.cookie) {
+                self.renamed(from, path, ev);
+                return;
+            }
+        }
+        let is_dir = ev.has(libc::IN_ISDIR);
+        let t = ev.time_ns;
+        if ev.has(libc::IN_CREATE) || ev.has(libc::IN_MOVED_TO) {
+            if self.dedupe.take(&dir, name) {
+                return; // the scan of `dir` reported it already
+            }
+            self.emit_raw(EventKind::Create, path.clone(), None, is_dir, None, t);
+            if is_dir && !self.ignore.contains(&path) {
+                self.watch_tree(&path, true);
+            }
+        } else if ev.has(libc::IN_MOVED_FROM) {
+            self.dedupe.take(&dir, name);
+            self.hold_move(ev, path);
+        } else if ev.has(libc::IN_DELETE) {
+            self.dedupe.take(&dir, name);
+            if is_dir {
+                self.forget_subtree(&path, false);
+            }
+            self.emit_raw(EventKind::Remove, path, None, is_dir, None, t);
+        } else if ev.has(libc::IN_CLOSE_WRITE) {
+            let size = std::fs::metadata(&path).ok().map(|m| m.len());
+            self.emit_raw(EventKind::CloseWrite, path, None, is_dir, size, t);
+        } else if ev.has(libc::IN_ATTRIB) {
+            self.emit_raw(EventKind::Metadata, path, None, is_dir, None, t);
+        } else if ev.has(libc::IN_MODIFY) {
+            if self.last_modify.as_deref() != Some(path.as_path()) {
+                self.emit_raw(EventKind::Modify, path.clone(), None, is_dir, None, t);
+                self.last_modify = Some(path);
+            }
+        }
+    }
+
+    /// An event about a watched directory itself. For a root: its loss, or its attributes.
+    /// For any other directory it repeats its parent's event for it and is dropped.
+    fn self_event(&mut self, ev: &SysEvent, dir: PathBuf) {
+        let root = self.is_root(&dir);
+        if ev.has(libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) && root {
+            self.mark_gone(&dir);
+        } else if ev.has(libc::IN_UNMOUNT) {
+            if root {
+                self.mark_gone(&dir);
+            } else {
+                // The mount under it went away: what is there now is the directory beneath.
+                self.forget_subtree(&dir, true);
+                self.need_rewalk = true;
+            }
+        } else if ev.has(libc::IN_ATTRIB) && root {
+            self.emit_raw(EventKind::Metadata, dir, None, true, None, ev.time_ns);
+        }
+    }
+
+    /// The kernel dropped a watch (its directory was deleted, or we removed it).
+    fn ignored(&mut self, wd: i32) {
+        self.unwatched.freed = true;
+        if let Some(path) = self.tree.remove_wd(wd) {
+            if self.is_root(&path) && !path.is_dir() {
+                self.mark_gone(&path);
+            }
+        }
+    }
+
+    /// Forgets the watches at or below `dir`; with `rm`, also removes them from the kernel
+    /// (needed when the directories still exist elsewhere).
+    pub(crate) fn forget_subtree(&mut self, dir: &Path, rm: bool) {
+        for wd in self.tree.remove_subtree(dir) {
+            if rm {
+                let _ = self.ino.rm_watch(wd);
+            }
+        }
+        self.unwatched.remove_subtree(dir);
+        self.dedupe.forget_subtree(dir);
+    }
+
+    /// Events were lost: count, report once per episode, and re-walk when the queue drains.
+    fn overflow(&mut self, reason: OverflowReason, time_ns: u64) {
+        self.overflows += 1;
+        self.need_rewalk = true;
+        let new_episode = self
+            .last_overflow_ns
+            .is_none_or(|t| time_ns.saturating_sub(t) > EPISODE_NS);
+        self.last_overflow_ns = Some(time_ns);
+        if new_episode {
+            tracing::warn!(
+                "watch: events lost ({reason:?} overflow); re-walking every root so no \
+                 directory stays unwatched (the kernel queue holds \
+                 fs.inotify.max_queued_events, the watcher's {} events)",
+                self.bound.limit
+            );
+            self.emit(WatchEvent::Overflow { root: None, reason });
+        }
+    }
+
+    /// After an overflow: forget watches of directories that no longer exist and put a watch
+    /// on every directory that lacks one.
+    fn rewalk(&mut self) {
+        let stale: Vec<(PathBuf, i32)> = self
+            .tree
+            .paths()
+            .filter(|(p, _)| !p.is_dir())
+            .map(|(p, wd)| (p.to_path_buf(), wd))
+            .collect();
+        for (_, wd) in stale {
+            let _ = self.ino.rm_watch(wd);
+            self.tree.remove_wd(wd);
+        }
+        let roots: Vec<PathBuf> = self
+            .roots
+            .iter()
+            .filter(|r| !r.gone)
+            .map(|r| r.path.clone())
+            .collect();
+        for root in roots {
+            if root.is_dir() {
+                self.watch_tree(&root, false);
+            } else {
+                self.mark_gone(&root);
+            }
+        }
+    }
+
+    /// The watch mask for `dir`.
+    pub(crate) fn mask_for(&self, dir: &Path) -> u32 {
+        let mut mask = DIR_MASK;
+        if self.is_root(dir) {
+            // A root may be given through a symlink; follow it.
+            mask = (mask & !libc::IN_DONT_FOLLOW) | ROOT_MASK;
+        }
+        if self.cfg.report_modify {
+            mask |= MODIFY_MASK;
+        }
+        mask
+    }
+
+    /// Reports a change, unless it concerns an ignored path.
+    pub(crate) fn emit_raw(
+        &mut self,
+        kind: EventKind,
+        path: PathBuf,
+        path_to: Option<PathBuf>,
+        is_dir: bool,
+        size: Option<u64>,
+        time_ns: u64,
+    ) {
+        if self.ignore.contains(&path) {
+            return;
+        }
+        if kind != EventKind::Modify {
+            self.last_modify = None;
+        }
+        self.emit(WatchEvent::Event(RawEvent {
+            time_ns,
+            kind,
+            path,
+            path_to,
+            size,
+            is_dir,
+        }));
+    }
+
+    /// Hands an event to the consumer, waiting while its channel is full (the reader thread
+    /// meanwhile drops what does not fit in its queue and says so).
+    pub(crate) fn emit(&mut self, mut ev: WatchEvent) {
+        while self.alive {
+            match self.out.send_timeout(ev, Duration::from_millis(100)) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if self.stop.load(Ordering::Acquire) {
+                        self.alive = false;
+                        return;
+                    }
+                    ev = back;
+                }
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.alive = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Copies the state into the shared status.
+    pub(crate) fn publish_status(&self) {
+        let s = WatchStatus {
+            roots: self.roots.iter().map(|r| r.path.clone()).collect(),
+            watched_dirs: self.tree.len(),
+            unwatched: self
+                .unwatched
+                .set
+                .iter()
+                .take(UNWATCHED_LISTED)
+                .cloned()
+                .collect(),
+            unwatched_count: self.unwatched.set.len(),
+            overflows: self.overflows,
+            dropped_events: self.bound.dropped.load(Ordering::Relaxed),
+            gone_roots: self
+                .roots
+                .iter()
+                .filter(|r| r.gone)
+                .map(|r| r.path.clone())
+                .collect(),
+        };
+        *self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+    }
+}

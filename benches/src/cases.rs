@@ -370,6 +370,23 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// How long one run of any case may take before the watchdog kills it: ten times the
+    /// longest run time, and at least a minute.
+    pub fn case_limit(&self) -> Duration {
+        let longest = [
+            self.throughput_time,
+            self.round_trip_time + self.warmup,
+            self.idle_time,
+            self.latency_time,
+            self.cpu_time,
+            self.memcpy_time,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+        (longest * 10).max(Duration::from_secs(60))
+    }
+
     /// The iceoryx2 peer.
     ///
     /// # Errors
@@ -535,16 +552,21 @@ impl Plan {
     }
 
     /// Runs every case, each run after a short cache-line probe, printing a progress line
-    /// to stderr after each run; fails on the first case that fails.
+    /// to stderr after each run. Each run has a watchdog: a run that overruns
+    /// [`Ctx::case_limit`] has its child processes killed and is reported `hung`; a run
+    /// that fails is reported `failed`; either way the suite goes on, so whoever runs it
+    /// always gets its table.
     ///
     /// # Errors
-    /// The first failure, named by its case and run.
-    pub fn run(&self, ctx: &Ctx) -> Result<BTreeMap<Case, Vec<Run>>> {
+    /// Only if the cache-line probe cannot run.
+    pub fn run(&self, ctx: &Ctx) -> Result<(BTreeMap<Case, Vec<Run>>, Vec<Failure>)> {
         let steps: Vec<(Case, usize)> = (0..self.runs)
             .flat_map(|r| self.round.iter().map(move |c| (*c, r)))
             .chain(self.once.iter().map(|c| (*c, 0)))
             .collect();
         let mut out: BTreeMap<Case, Vec<Run>> = BTreeMap::new();
+        let mut failures = Vec::new();
+        let limit = ctx.case_limit();
         let began = Instant::now();
         for (k, (case, run)) in steps.iter().enumerate() {
             let runs = if self.once.contains(case) {
@@ -561,12 +583,49 @@ impl Plan {
                 case.label(),
                 run + 1
             );
-            let sample = case
-                .run(ctx)
-                .map_err(|e| e.context(format!("{} (run {})", case.label(), run + 1)))?;
-            eprintln!("{}", crate::report::brief(&sample));
-            out.entry(*case).or_default().push(Run { sample, probe_ns });
+            let dog = crate::watchdog::Watchdog::arm(limit);
+            let result = case.run(ctx);
+            let hung = dog.disarm();
+            match result {
+                Ok(sample) if !hung => {
+                    eprintln!("{}", crate::report::brief(&sample));
+                    out.entry(*case).or_default().push(Run { sample, probe_ns });
+                }
+                other => {
+                    let (status, why) = if hung {
+                        (
+                            "hung",
+                            format!(
+                                "overran {:.0} s: its processes were killed",
+                                limit.as_secs_f64()
+                            ),
+                        )
+                    } else {
+                        ("failed", format!("{:#}", other.err().expect("not ok")))
+                    };
+                    eprintln!("{status}: {why}");
+                    failures.push(Failure {
+                        case: case.label(),
+                        run: run + 1,
+                        status,
+                        why,
+                    });
+                }
+            }
         }
-        Ok(out)
+        Ok((out, failures))
     }
+}
+
+/// A run that did not give a sample.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The case's label.
+    pub case: String,
+    /// Which run (from 1).
+    pub run: usize,
+    /// `hung` (killed by the watchdog) or `failed`.
+    pub status: &'static str,
+    /// What happened.
+    pub why: String,
 }

@@ -28,3 +28,4 @@ pub mod report;
 pub mod ring_case;
 pub mod stats;
 pub mod stream_case;
+pub mod watchdog;

@@ -115,7 +115,7 @@ fn main() -> Result<()> {
     if let Ok(p) = ctx.peer() {
         p.cleanup();
     }
-    let cases = cases?;
+    let (cases, failures) = cases?;
     let probe_after = cache_line_rtt(cores, probe_samples, 2000)?;
     eprintln!(
         "cache-line round trip after the cases: median {}; {:.1} s in all",
@@ -128,6 +128,7 @@ fn main() -> Result<()> {
         probe_after,
         cases,
         missing,
+        failures,
         secs: began.elapsed().as_secs_f64(),
     };
     println!("{}", results.markdown());

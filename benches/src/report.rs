@@ -29,6 +29,8 @@ pub struct Results {
     pub cases: BTreeMap<Case, Vec<Run>>,
     /// Rows that could not run here, and why (e.g. the iceoryx2 peer not built).
     pub missing: Vec<(String, String)>,
+    /// Runs that hung (killed by the watchdog) or failed.
+    pub failures: Vec<crate::cases::Failure>,
     /// Seconds the whole session took.
     pub secs: f64,
 }
@@ -276,6 +278,13 @@ impl Results {
         );
         for (what, why) in &self.missing {
             let _ = writeln!(m, "**{what}: not measured.** {why}\n");
+        }
+        for f in &self.failures {
+            let _ = writeln!(
+                m,
+                "**{} (run {}): {}.** {}\n",
+                f.case, f.run, f.status, f.why
+            );
         }
         self.throughput_table(&mut m);
         self.round_trip_table(&mut m);
@@ -815,6 +824,11 @@ impl Results {
             .iter()
             .map(|(what, why)| json!({"transport": what, "why": why}))
             .collect();
+        let failures: Vec<Value> = self
+            .failures
+            .iter()
+            .map(|f| json!({"case": f.case, "run": f.run, "status": f.status, "why": f.why}))
+            .collect();
         let doc = JsonDoc {
             cache_line_rtt_ns: self.probe_before.median,
             cache_line_rtt_ns_after: self.probe_after.median,
@@ -823,6 +837,7 @@ impl Results {
             cores: [self.cores.producer, self.cores.reader],
             secs: self.secs,
             missing,
+            failures,
             targets,
             cases,
         };
@@ -868,6 +883,7 @@ struct JsonDoc {
     cores: [usize; 2],
     secs: f64,
     missing: Vec<Value>,
+    failures: Vec<Value>,
     targets: Vec<Value>,
     cases: Vec<Value>,
 }

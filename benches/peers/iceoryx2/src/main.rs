@@ -218,7 +218,17 @@ fn next_sample(
         }
         match l {
             Some(l) => {
-                l.blocking_wait(|_| {})
+                // Take the activations already there, then look for samples again before
+                // sleeping: a sample delivered since the first look (whose activation was
+                // just taken) is found now, not after a wake that will never come. The
+                // sleep itself is bounded, so even a wake lost inside iceoryx2 costs at most
+                // 10 ms, never a hang (a quick run once hung here for minutes with the
+                // publisher blocked in its send).
+                l.try_wait(|_| {}).map_err(|e| anyhow!("wait: {e:?}"))?;
+                if let Some(x) = s.receive().map_err(|e| anyhow!("receive: {e:?}"))? {
+                    return Ok(x);
+                }
+                l.timed_wait(|_| {}, Duration::from_millis(10))
                     .map_err(|e| anyhow!("wait: {e:?}"))?;
             }
             None => std::hint::spin_loop(),

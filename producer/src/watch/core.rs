@@ -2,17 +2,17 @@
 //! It owns every piece of state (descriptor map, held rename, scan memory, roots, unwatched
 //! set), so none of it is shared or locked; `status` gets a copy after each batch.
 
-use super::backend::{DIR_MASK, Inotify, MODIFY_MASK, ROOT_MASK, SysEvent, now_ns};
+use super::backend::{now_ns, Inotify, SysEvent, DIR_MASK, MODIFY_MASK, ROOT_MASK};
 use super::limits::Unwatched;
 use super::reader::{Bound, Raw};
-use super::rename::{PAIR_WAIT, PendingMove};
+use super::rename::{PendingMove, PAIR_WAIT};
 use super::roots::Root;
 use super::scan::Dedupe;
 use super::tree::Tree;
 use super::{
-    EventKind, OverflowReason, RawEvent, UNWATCHED_LISTED, WatchConfig, WatchEvent, WatchStatus,
+    EventKind, OverflowReason, RawEvent, WatchConfig, WatchEvent, WatchStatus, UNWATCHED_LISTED,
 };
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, select};
+use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

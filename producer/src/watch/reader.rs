@@ -3,14 +3,14 @@
 //! full it drops events and says so in band ([`Raw::DropStart`], [`Raw::DropEnd`]), so a full
 //! queue becomes an overflow, never a stalled kernel queue and never silence.
 
-use super::backend::{Inotify, SysEvent, now_ns};
+use super::backend::{now_ns, Inotify, SysEvent};
 use crossbeam_channel::Sender;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// What the reader hands the core.

@@ -4,8 +4,8 @@
 //! [`WatchConfig::root_poll`](super::WatchConfig::root_poll) until they come back. The other
 //! roots carry on meanwhile.
 
-use super::WatchEvent;
 use super::core::Core;
+use super::WatchEvent;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -12,9 +12,9 @@
 //!
 //! [`WatchConfig::dedupe_window`]: super::WatchConfig::dedupe_window
 
-use super::EventKind;
 use super::backend::now_ns;
 use super::core::Core;
+use super::EventKind;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,212 @@
+//! Watcher tests that change system-wide inotify limits: run as root, alone (own test binary;
+//! its tests take a lock so they do not overlap), and restore every value they change through
+//! a guard, panics included. Not root: they print why they skip.
+
+use crossbeam_channel::Receiver;
+use firehose_producer::watch::{EventKind, OverflowReason, WatchConfig, WatchEvent, Watcher};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+static ALONE: Mutex<()> = Mutex::new(());
+
+/// Sets a sysctl under /proc/sys and puts the old value back when dropped.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: u64) -> Sysctl {
+        let old = fs::read_to_string(path).unwrap();
+        fs::write(path, value.to_string()).unwrap();
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        fs::write(self.path, self.old.trim()).expect("restoring the sysctl");
+    }
+}
+
+fn skip_unless_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return false;
+    }
+    println!("SKIPPED {test}: needs root to change /proc/sys/fs/inotify/*");
+    true
+}
+
+/// Receives until `want` matches, or panics at the deadline.
+fn until(rx: &Receiver<WatchEvent>, what: &str, want: impl Fn(&WatchEvent) -> bool) -> WatchEvent {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let ev = rx
+            .recv_deadline(end)
+            .unwrap_or_else(|_| panic!("watchdog: {what}"));
+        if want(&ev) {
+            return ev;
+        }
+    }
+}
+
+fn created(ev: &WatchEvent, path: &Path) -> bool {
+    matches!(ev, WatchEvent::Event(e) if e.kind == EventKind::Create && e.path == path)
+}
+
+/// Unmounts when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_kernel_queue_overflow_is_reported_once_and_rewalked() {
+    if skip_unless_root("kernel overflow") {
+        return;
+    }
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    // A burst no reader can keep up with, made deterministic: unmounting a file system with
+    // 100 watched directories queues an IN_UNMOUNT and an IN_IGNORED for each, 200 events in
+    // one system call, into a queue of 64.
+    let mnt = root.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "firehose-test"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("SKIPPED kernel overflow: cannot mount a tmpfs here");
+        return;
+    }
+    let mount = Mount(mnt.clone());
+    for i in 0..100 {
+        fs::create_dir(mnt.join(format!("d{i}"))).unwrap();
+    }
+    let (watcher, rx) = {
+        // The queue size is taken when the inotify instance is made.
+        let _small = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", 64);
+        Watcher::start(WatchConfig::new(vec![root.clone()])).unwrap()
+    };
+    assert_eq!(watcher.status().watched_dirs, 102);
+    drop(mount);
+    let ev = until(&rx, "an overflow", |e| {
+        matches!(e, WatchEvent::Overflow { .. })
+    });
+    assert_eq!(
+        ev,
+        WatchEvent::Overflow {
+            root: None,
+            reason: OverflowReason::KernelQueue
+        }
+    );
+    // The re-walk drops the watches of what is gone and watches what is there now (the
+    // directory under the mount point).
+    let end = Instant::now() + DEADLINE;
+    while watcher.status().watched_dirs != 2 {
+        assert!(
+            Instant::now() < end,
+            "watchdog: re-walk {:?}",
+            watcher.status()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let more = Mutex::new(0);
+    fs::write(mnt.join("after"), b"").unwrap();
+    until(&rx, "event under the old mount point", |e| {
+        if matches!(e, WatchEvent::Overflow { .. }) {
+            *more.lock().unwrap() += 1;
+        }
+        created(e, &mnt.join("after"))
+    });
+    assert_eq!(*more.lock().unwrap(), 0, "one overflow event per episode");
+    assert!(watcher.status().overflows >= 1);
+}
+
+/// inotify watches currently in use on the system (all users: an upper bound for ours).
+fn watches_in_use() -> u64 {
+    let mut n = 0;
+    for p in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(fds) = fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
+        for f in fds.flatten() {
+            if let Ok(s) = fs::read_to_string(f.path()) {
+                n += s.lines().filter(|l| l.starts_with("inotify wd:")).count() as u64;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn the_watch_limit_keeps_what_it_can_and_says_how_to_raise_it() {
+    if skip_unless_root("watch limit") {
+        return;
+    }
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let dirs: Vec<PathBuf> = (0..100).map(|i| root.join(format!("a/d{i:03}"))).collect();
+    for d in &dirs {
+        fs::create_dir_all(d).unwrap();
+    }
+    let limit = watches_in_use() + 20;
+    let guard = Sysctl::set("/proc/sys/fs/inotify/max_user_watches", limit);
+    let (watcher, rx) = Watcher::start(WatchConfig::new(vec![root.clone()])).unwrap();
+    let ev = until(&rx, "WatchLimit", |e| {
+        matches!(e, WatchEvent::WatchLimit(_))
+    });
+    let WatchEvent::WatchLimit(w) = ev else {
+        unreachable!()
+    };
+    assert_eq!(w.limit, Some(limit));
+    for needle in [
+        "fs.inotify.max_user_watches = ",
+        "sysctl fs.inotify.max_user_watches=",
+        "/etc/sysctl.d/",
+    ] {
+        assert!(w.message.contains(needle), "{needle} in {}", w.message);
+    }
+    let s = watcher.status();
+    assert!(s.watched_dirs >= 2, "{s:?}"); // the root and a were walked first
+    assert!(s.unwatched_count > 0 && s.unwatched_count <= 100, "{s:?}");
+    assert_eq!(s.unwatched.len(), s.unwatched_count.min(100));
+    assert!(s.unwatched.iter().all(|p| dirs.contains(p)), "{s:?}");
+    // Watched directories still report.
+    fs::write(root.join("x"), b"").unwrap();
+    until(&rx, "event in a watched dir", |e| {
+        created(e, &root.join("x"))
+    });
+    // With the limit back and a watch freed, the rest is watched again.
+    drop(guard);
+    let watched = dirs
+        .iter()
+        .find(|d| !s.unwatched.contains(d))
+        .expect("some d* is watched");
+    fs::remove_dir(watched).unwrap();
+    let end = Instant::now() + DEADLINE;
+    while watcher.status().unwatched_count > 0 {
+        assert!(
+            Instant::now() < end,
+            "watchdog: retry {:?}",
+            watcher.status()
+        );
+        while rx.try_recv().is_ok() {}
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last = dirs.iter().rev().find(|d| *d != watched).unwrap();
+    fs::write(last.join("y"), b"").unwrap();
+    until(&rx, "event in a formerly unwatched dir", |e| {
+        created(e, &last.join("y"))
+    });
+}

@@ -10,6 +10,8 @@
 
 pub(crate) mod bulk;
 pub(crate) mod error;
+#[cfg(all(any(test, feature = "fuzzing"), not(firehose_loom)))]
+pub mod fuzzing;
 pub mod layout;
 pub(crate) mod memory;
 pub(crate) mod producer;

@@ -1051,3 +1051,44 @@ fn a_corrupt_gap_header_at_the_edge_of_a_copy_is_an_error_not_a_panic() {
     }
     assert!(corrupt);
 }
+
+/// Issue 7, item 6: a rotation to a smaller ring while more is staged than the new ring
+/// could take keeps every staged record, with its seq, exactly once.
+#[test]
+fn rotating_to_a_smaller_ring_with_more_staged_than_fits_loses_nothing() {
+    let mut p = P::new_heap(RingConfig {
+        capacity: 65536,
+        max_record: 256,
+        batch_bytes: 16384,
+        lossless_wait: Duration::ZERO,
+        first_seq: 1,
+    })
+    .unwrap();
+    let mut r = p.attach_local(Policy::Lossless).unwrap();
+    let mut staged = Vec::new();
+    for _ in 0..60 {
+        staged.push(p.stage(&payload(p.next_seq(), 150)).unwrap());
+    }
+    assert!(
+        p.staged_bytes() > 4096,
+        "more staged than the new ring holds"
+    );
+    let new = p.rotate(Some(4096), &[]).unwrap();
+    let next = p.stage(&payload(p.next_seq(), 150)).unwrap();
+    assert_eq!(next, 61, "no seq handed out twice");
+    p.commit().unwrap();
+    let mut seen = drain_all(&mut r);
+    r.follow(new).unwrap();
+    seen.extend(drain_all(&mut r));
+    let seqs: Vec<u64> = seen
+        .iter()
+        .map(|s| match s {
+            Seen::Record(q, b) => {
+                assert_eq!(*b, payload(*q, 150));
+                *q
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, (1..=61).collect::<Vec<_>>());
+}

@@ -1,0 +1,344 @@
+//! Queries, on read-only connections, concurrent with the writer (WAL).
+//!
+//! A query is answered page by page by keyset: each page is one statement
+//! (`... WHERE seq >= ?lo AND seq <= ?hi ... ORDER BY seq LIMIT n`), so each page is its
+//! own short read transaction. A long-lived read transaction would pin the WAL and stop
+//! checkpoints; a cursor never holds one between calls, so it may live as long as the
+//! client reads.
+//!
+//! Filters: seq range and time range (inclusive), kind bitmask (`1 << kind`; 0: all) in
+//! SQL; the path glob in Rust (globset, compiled once) against `path` and, for renames,
+//! `path_to`, as raw bytes. Gap records (empty path) pass the glob filter, so a filtered
+//! answer still accounts for every missing range. There is no path index on purpose (see
+//! [`schema`](super::schema)).
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use firehose_transport::control::wire::{HistoryQuery, QueryEnd};
+use firehose_transport::record::{EventKind, FileEvent};
+use globset::GlobMatcher;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension};
+
+use super::error::{HistoryError, SqlContext};
+use super::{retention, row, schema};
+
+/// Rows one statement reads.
+pub const SCAN_ROWS: usize = 1000;
+/// Statements one `next_page` call runs at most before it returns (so a selective glob over
+/// a long range does not hold its caller for the whole scan).
+pub const SCANS_PER_CALL: usize = 256;
+
+/// Largest seq or time the database can hold (SQLite integers are signed).
+const MAX_STORED: u64 = i64::MAX as u64;
+
+/// What a database holds, for status and the welcome message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// The database's instance id.
+    pub instance_id: u128,
+    /// Oldest seq history reaches back to (`None`: empty).
+    pub oldest_seq: Option<u64>,
+    /// Last seq stored or covered by a gap (`None`: empty).
+    pub last_seq: Option<u64>,
+    /// Rows (records and gap rows).
+    pub rows: u64,
+    /// Size of the database (page_count * page_size), WAL not included.
+    pub bytes: u64,
+}
+
+/// A read-only connection to the history database.
+#[derive(Debug)]
+pub struct HistoryReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl HistoryReader {
+    /// Opens the database read-only. It must exist (the writer creates it).
+    ///
+    /// # Errors
+    /// [`HistoryError::Sqlite`] if it cannot be opened.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        Ok(HistoryReader {
+            conn: schema::open_read(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Instance id, oldest and last seq, rows and bytes.
+    ///
+    /// # Errors
+    /// [`HistoryError`] if SQLite fails or the meta table is malformed.
+    pub fn info(&self) -> Result<Info, HistoryError> {
+        let p = &self.path;
+        let meta = schema::read_meta(&self.conn, p)?;
+        let q = |sql: &str| -> Result<i64, HistoryError> {
+            self.conn.query_row(sql, [], |r| r.get(0)).ctx(p)
+        };
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT coalesce(gap_to, seq) FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(p)?;
+        Ok(Info {
+            instance_id: meta.instance_id,
+            oldest_seq: self.oldest_seq()?,
+            last_seq: last.map(|v| v as u64),
+            rows: q("SELECT count(*) FROM events")? as u64,
+            bytes: (q("PRAGMA page_count")? * q("PRAGMA page_size")?) as u64,
+        })
+    }
+
+    /// The oldest seq history reaches back to: just after what retention removed, else the
+    /// first row's seq; `None` if empty.
+    ///
+    /// # Errors
+    /// [`HistoryError::Sqlite`].
+    pub fn oldest_seq(&self) -> Result<Option<u64>, HistoryError> {
+        if let Some(b) = retention::boundary(&self.conn, &self.path)? {
+            return Ok(Some(b));
+        }
+        let first: Option<i64> = self
+            .conn
+            .query_row("SELECT seq FROM events ORDER BY seq LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .ctx(&self.path)?;
+        Ok(first.map(|v| v as u64))
+    }
+
+    /// Starts answering `q`, oldest first, or newest first if `reverse`. Nothing is read
+    /// until [`QueryCursor::next_page`]. A bad glob gives a cursor that ends at once with
+    /// [`QueryEnd::Invalid`].
+    ///
+    /// # Errors
+    /// None today; reserved for checks that need the database.
+    pub fn query(&self, q: &HistoryQuery, reverse: bool) -> Result<QueryCursor<'_>, HistoryError> {
+        let (lo, hi) = q.seq.unwrap_or((0, MAX_STORED));
+        let (lo, hi) = (lo.min(MAX_STORED), hi.min(MAX_STORED));
+        let mut end = None;
+        let glob = match &q.glob {
+            None => None,
+            Some(g) => match globset::Glob::new(g) {
+                Ok(g) => Some(g.compile_matcher()),
+                Err(_) => {
+                    end = Some(QueryEnd::Invalid);
+                    None
+                }
+            },
+        };
+        if q.seq.is_some_and(|(a, b)| a > b) || q.time_ns.is_some_and(|(a, b)| a > b) {
+            end = Some(QueryEnd::Invalid);
+        }
+        Ok(QueryCursor {
+            reader: self,
+            lo,
+            hi,
+            time: q
+                .time_ns
+                .map(|(a, b)| (a.min(MAX_STORED), b.min(MAX_STORED))),
+            kinds: q.kinds,
+            glob,
+            limit: q.limit,
+            sent: 0,
+            reverse,
+            seq_given: q.seq.is_some(),
+            start_lo: lo,
+            end,
+            done: false,
+        })
+    }
+}
+
+/// An answer being read, page by page. Holds no transaction between calls.
+#[derive(Debug)]
+pub struct QueryCursor<'r> {
+    reader: &'r HistoryReader,
+    /// The seq window still to scan, inclusive.
+    lo: u64,
+    hi: u64,
+    time: Option<(u64, u64)>,
+    kinds: u32,
+    glob: Option<GlobMatcher>,
+    limit: u64,
+    sent: u64,
+    reverse: bool,
+    seq_given: bool,
+    start_lo: u64,
+    /// Set when the answer is over.
+    end: Option<QueryEnd>,
+    /// The end was returned once.
+    done: bool,
+}
+
+impl QueryCursor<'_> {
+    /// Appends up to `max_rows` matching rows to `out`. Returns `Some(end)` when the answer
+    /// is over (the rows appended by this call still belong to it), `None` when more may
+    /// follow. A call may append fewer rows than asked, even none, and still return `None`
+    /// (a selective glob: it scans at most [`SCANS_PER_CALL`] pages per call).
+    ///
+    /// # Errors
+    /// [`HistoryError::Sqlite`] if a statement fails.
+    pub fn next_page(
+        &mut self,
+        out: &mut Vec<FileEvent>,
+        max_rows: usize,
+    ) -> Result<Option<QueryEnd>, HistoryError> {
+        if let Some(end) = self.end {
+            self.done = true;
+            return Ok(Some(end));
+        }
+        let want = if self.limit == 0 {
+            max_rows
+        } else {
+            max_rows.min((self.limit - self.sent) as usize)
+        };
+        let mut got = 0usize;
+        for _ in 0..SCANS_PER_CALL {
+            if got >= want {
+                break;
+            }
+            if self.scan(out, want - got, &mut got)? {
+                self.end = Some(self.final_end()?);
+                break;
+            }
+        }
+        if self.end.is_none() && self.limit != 0 && self.sent >= self.limit {
+            self.end = Some(QueryEnd::Limit);
+        }
+        if let Some(end) = self.end {
+            self.done = true;
+            return Ok(Some(end));
+        }
+        Ok(None)
+    }
+
+    /// Whether the answer is over and its end was returned.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Runs one statement; appends matches (at most `room`); moves the window past the last
+    /// row examined. Returns whether the window is exhausted.
+    fn scan(
+        &mut self,
+        out: &mut Vec<FileEvent>,
+        room: usize,
+        got: &mut usize,
+    ) -> Result<bool, HistoryError> {
+        if self.lo > self.hi {
+            return Ok(true);
+        }
+        let start = *got;
+        let mut sql = format!(
+            "SELECT {} FROM events WHERE seq >= ? AND seq <= ?",
+            row::COLUMNS
+        );
+        let mut params: Vec<i64> = vec![self.lo as i64, self.hi as i64];
+        if let Some((a, b)) = self.time {
+            sql.push_str(" AND time_ns >= ? AND time_ns <= ?");
+            params.extend([a as i64, b as i64]);
+        }
+        if self.kinds != 0 {
+            sql.push_str(" AND ((1 << kind) & ?) != 0");
+            params.push(i64::from(self.kinds));
+        }
+        sql.push_str(if self.reverse {
+            " ORDER BY seq DESC LIMIT ?"
+        } else {
+            " ORDER BY seq LIMIT ?"
+        });
+        params.push(SCAN_ROWS as i64);
+        let path = &self.reader.path;
+        let mut st = self.reader.conn.prepare_cached(&sql).ctx(path)?;
+        let mut rows = st
+            .query(rusqlite::params_from_iter(params.iter()))
+            .ctx(path)?;
+        let mut n = 0usize;
+        while let Some(r) = rows.next().ctx(path)? {
+            n += 1;
+            let seq = r.get::<_, i64>(0).ctx(path)? as u64;
+            // Keyset: the next statement starts past this row.
+            if self.reverse {
+                if seq == 0 {
+                    self.lo = 1;
+                    self.hi = 0;
+                } else {
+                    self.hi = seq - 1;
+                }
+            } else if seq >= MAX_STORED {
+                self.lo = MAX_STORED;
+                self.hi = 0;
+            } else {
+                self.lo = seq + 1;
+            }
+            if !self.glob_matches(r).ctx(path)? {
+                continue;
+            }
+            out.push(row::from_row(r).ctx(path)?);
+            *got += 1;
+            self.sent += 1;
+            if *got - start >= room {
+                // Stopped early: the window resumes after this row.
+                return Ok(self.lo > self.hi);
+            }
+        }
+        if n < SCAN_ROWS {
+            // The statement ran out of rows: the window is exhausted.
+            self.lo = 1;
+            self.hi = 0;
+        }
+        Ok(self.lo > self.hi)
+    }
+
+    fn glob_matches(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<bool> {
+        let Some(g) = &self.glob else {
+            return Ok(true);
+        };
+        if r.get::<_, i64>(2)? == i64::from(EventKind::Gap as u8) {
+            return Ok(true);
+        }
+        let m = |v: ValueRef<'_>| match v {
+            ValueRef::Blob(b) | ValueRef::Text(b) => g.is_match(Path::new(OsStr::from_bytes(b))),
+            _ => false,
+        };
+        Ok(m(r.get_ref(3)?) || m(r.get_ref(4)?))
+    }
+
+    /// Complete, or Truncated if history no longer reaches back to the query's start.
+    fn final_end(&self) -> Result<QueryEnd, HistoryError> {
+        let path = &self.reader.path;
+        let conn = &self.reader.conn;
+        let Some(oldest) = retention::boundary(conn, path)? else {
+            return Ok(QueryEnd::Complete);
+        };
+        let truncated = if self.seq_given {
+            self.start_lo < oldest
+        } else if let Some((t0, _)) = self.time {
+            let first: Option<i64> = conn
+                .query_row(
+                    "SELECT time_ns FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+                    [oldest as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .ctx(path)?;
+            first.is_none_or(|t| t0 < t as u64)
+        } else {
+            true
+        };
+        Ok(if truncated {
+            QueryEnd::Truncated { oldest }
+        } else {
+            QueryEnd::Complete
+        })
+    }
+}

@@ -219,11 +219,10 @@ impl Core {
             self.emit_raw(EventKind::CloseWrite, path, None, is_dir, size, t);
         } else if ev.has(libc::IN_ATTRIB) {
             self.emit_raw(EventKind::Metadata, path, None, is_dir, None, t);
-        } else if ev.has(libc::IN_MODIFY) {
-            if self.last_modify.as_deref() != Some(path.as_path()) {
-                self.emit_raw(EventKind::Modify, path.clone(), None, is_dir, None, t);
-                self.last_modify = Some(path);
-            }
+        } else if ev.has(libc::IN_MODIFY) && self.last_modify.as_deref() != Some(path.as_path()) {
+            // A run of writes to one path is one Modify.
+            self.emit_raw(EventKind::Modify, path.clone(), None, is_dir, None, t);
+            self.last_modify = Some(path);
         }
     }
 

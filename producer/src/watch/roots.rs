@@ -113,7 +113,7 @@ impl Core {
             }
             self.unwatched
                 .set
-                .retain(|p| !(p.starts_with(&gone) && !covered(p)));
+                .retain(|p| !p.starts_with(&gone) || covered(p));
         }
         self.add_roots(paths);
         self.publish_status();

@@ -48,6 +48,13 @@ impl RangeSet {
         }
     }
 
+    /// Removes and returns the ranges that start at or after `at`.
+    pub(crate) fn split_off(&mut self, at: u64) -> RangeSet {
+        RangeSet {
+            map: self.map.split_off(&at),
+        }
+    }
+
     /// No ranges.
     pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()

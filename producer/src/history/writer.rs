@@ -196,6 +196,9 @@ impl HistoryWriter {
     /// Queues a record (or a gap record) for storing. Never blocks: if the queue is full,
     /// the record is dropped and its seqs are later covered by a `WriterOverflow` gap
     /// record. Returns false if it was dropped.
+    ///
+    /// Records are expected in seq order (one publishing thread, gap records in their
+    /// place): [`committed_seq`](Self::committed_seq) relies on it.
     pub fn submit(&self, ev: FileEvent) -> bool {
         match self.tx.try_send(ev) {
             Ok(()) => true,
@@ -465,18 +468,38 @@ impl Thread {
         // is visible here (the mutex orders it), so its gap commits with that record.
         let dropped = lock(&self.shared.dropped).take();
         self.overflow.extend(dropped);
+        // Which dropped seqs may commit now without moving `committed` past a record still
+        // queued. Records are submitted in seq order, and a seq is added to `dropped`
+        // before the next record is sent. If the queue is empty after the take, every
+        // record sent before a taken drop has been received. Otherwise only drops below
+        // the batch's last record are known to precede everything still queued (a run of
+        // drops cannot contain that record, so it ends below it too).
+        let safe_below = if self.rx.is_empty() {
+            u64::MAX
+        } else {
+            self.batch.iter().map(row::last_seq).max().unwrap_or(0)
+        };
+        let later = self.overflow.split_off(safe_below);
         let nothing = self.batch.is_empty()
             && self.overflow.is_empty()
             && self.failed.is_empty()
             && self.pending_gaps.is_empty();
         if nothing {
+            self.overflow.extend(later);
             return;
         }
         if self.degraded_since.is_some() && Instant::now() < self.next_retry {
             self.fold_batch();
+            self.overflow.extend(later);
             return;
         }
-        match self.commit() {
+        let result = self.commit();
+        if result.is_ok() {
+            self.overflow = later;
+        } else {
+            self.overflow.extend(later);
+        }
+        match result {
             Ok(c) => {
                 let s = &self.shared;
                 s.rows.fetch_add(c.rows, Ordering::Relaxed);
@@ -484,7 +507,6 @@ impl Thread {
                 s.duplicates.fetch_add(c.duplicates, Ordering::Relaxed);
                 s.batches.fetch_add(1, Ordering::Relaxed);
                 self.rate_rows += c.rows;
-                self.overflow = RangeSet::default();
                 self.failed = RangeSet::default();
                 self.pending_gaps.clear();
                 self.batch.clear();

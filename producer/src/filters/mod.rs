@@ -101,6 +101,7 @@ mod kinds;
 mod load;
 mod pattern;
 mod reload;
+mod roots;
 mod ruleset;
 
 #[cfg(test)]

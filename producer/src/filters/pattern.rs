@@ -9,13 +9,13 @@
 //! | starts with `/`: `/srv/www/**/*.html` | the whole absolute path | as written |
 //! | starts with `**/`: `**/target/**` | the whole path, at any depth | as written |
 //! | starts with `~/`: `~/notes/*.md` | the whole path, `~` being `$HOME` | `/home/me/notes/*.md` |
-//! | has a `/` elsewhere: `src/**/*.rs` | relative to each of the rule's roots | `/root/src/**/*.rs` for each root |
+//! | has a `/` elsewhere: `src/**/*.rs` | relative to each of the rule's roots | `src/**/*.rs`, matched against the path below the root |
 //!
 //! A leading `./` is dropped. A glob ending in `/` is an error (paths never end in one;
 //! write `dir/**` for what is under a directory).
 
 use globset::{Glob, GlobBuilder};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A glob from a document, classified by how it is anchored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +76,7 @@ impl Pattern {
                 Pattern::Name(text.to_string())
             }
         };
-        // Check the glob itself; prefixing an escaped root cannot make it invalid.
+        // Check the glob as it will be compiled.
         let check = match &pattern {
             Pattern::Absolute(g) | Pattern::Relative(g) => g.clone(),
             Pattern::Name(g) => format!("**/{g}"),
@@ -85,26 +85,69 @@ impl Pattern {
         Ok(pattern)
     }
 
-    /// The globs, matched against absolute paths, that this pattern stands for under
-    /// `roots`. A relative pattern gives one glob per root (none if there are no roots;
-    /// roots that are not UTF-8 cannot be written into a glob and are skipped).
-    pub(crate) fn globs(&self, roots: &[PathBuf]) -> Vec<String> {
-        match self {
-            Pattern::Absolute(g) => vec![g.clone()],
-            Pattern::Name(g) => vec![format!("**/{g}")],
-            Pattern::Relative(g) => roots
-                .iter()
-                .filter_map(|r| {
-                    let Some(r) = r.to_str() else {
-                        tracing::warn!(root = ?r, glob = %g, "root is not UTF-8: relative glob skipped for it");
-                        return None;
-                    };
-                    let r = globset::escape(r.trim_end_matches('/'));
-                    Some(format!("{r}/{g}"))
-                })
-                .collect(),
+    /// What to compile for this pattern. Equivalent forms that match faster are chosen:
+    /// one `{a,b}` group is expanded into one glob per alternative (so `*.{c,h}` becomes
+    /// two extension lookups instead of a regex), and `**/NAME/**` with a plain `NAME`
+    /// becomes a path-component test.
+    pub(crate) fn compiled(&self) -> Vec<Compiled> {
+        let (glob, relative) = match self {
+            Pattern::Absolute(g) => (g.clone(), false),
+            Pattern::Name(g) => (format!("**/{g}"), false),
+            Pattern::Relative(g) => (g.clone(), true),
+        };
+        expand_braces(&glob)
+            .into_iter()
+            .map(|g| {
+                if relative {
+                    return Compiled::BelowRoot(g);
+                }
+                match g.strip_prefix("**/").and_then(|r| r.strip_suffix("/**")) {
+                    Some(name) if !name.is_empty() && !name.contains(is_special) => {
+                        Compiled::Component(name.to_string())
+                    }
+                    _ => Compiled::Whole(g),
+                }
+            })
+            .collect()
+    }
+}
+
+/// One unit of matching a [`Pattern`] compiles to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Compiled {
+    /// A glob matched against the whole path.
+    Whole(String),
+    /// A glob matched against the path below a root.
+    BelowRoot(String),
+    /// Some directory component of the path (not the last component) is exactly this.
+    Component(String),
+}
+
+/// Characters with a meaning in globs (and `/`, which a component cannot hold).
+fn is_special(c: char) -> bool {
+    matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '/' | ',')
+}
+
+/// Expands a glob with exactly one `{...}` group, not nested and without escapes, into
+/// one glob per alternative; any other glob is returned as it is.
+fn expand_braces(glob: &str) -> Vec<String> {
+    let simple =
+        !glob.contains('\\') && glob.matches('{').count() == 1 && glob.matches('}').count() == 1;
+    let (Some(open), Some(close)) = (glob.find('{'), glob.find('}')) else {
+        return vec![glob.to_string()];
+    };
+    if !simple || close < open {
+        return vec![glob.to_string()];
+    }
+    let (head, body, tail) = (&glob[..open], &glob[open + 1..close], &glob[close + 1..]);
+    let mut out: Vec<String> = Vec::new();
+    for alt in body.split(',') {
+        let g = format!("{head}{alt}{tail}");
+        if !out.contains(&g) {
+            out.push(g);
         }
     }
+    out
 }
 
 /// Builds one glob with the module's semantics.
@@ -124,12 +167,24 @@ fn glob_error(e: &globset::Error) -> String {
 mod tests {
     use super::*;
 
+    /// Whether `pattern` under `roots` matches `path`, as the rule set applies it.
     fn matches(pattern: &Pattern, roots: &[&str], path: &str) -> bool {
-        let roots: Vec<PathBuf> = roots.iter().map(PathBuf::from).collect();
-        pattern
-            .globs(&roots)
-            .iter()
-            .any(|g| build(g).unwrap().compile_matcher().is_match(path))
+        pattern.compiled().into_iter().any(|c| match c {
+            Compiled::Whole(g) => build(&g).unwrap().compile_matcher().is_match(path),
+            Compiled::Component(name) => {
+                let dirs = path.rsplit_once('/').map_or("", |(d, _)| d);
+                dirs.split('/').any(|c| c == name)
+            }
+            Compiled::BelowRoot(g) => {
+                let m = build(&g).unwrap().compile_matcher();
+                roots.iter().any(|r| {
+                    let r = r.trim_end_matches('/');
+                    path.strip_prefix(r)
+                        .and_then(|t| t.strip_prefix('/'))
+                        .is_some_and(|tail| m.is_match(tail))
+                })
+            }
+        })
     }
 
     #[test]
@@ -164,10 +219,30 @@ mod tests {
     }
 
     #[test]
-    fn roots_with_glob_characters_are_escaped() {
-        let rel = Pattern::parse("a/*", None).unwrap();
-        assert!(matches(&rel, &["/x[1]"], "/x[1]/a/f"));
-        assert!(!matches(&rel, &["/x[1]"], "/x1/a/f"));
+    fn faster_equivalent_forms() {
+        let p = |t: &str| Pattern::parse(t, None).unwrap().compiled();
+        use Compiled::*;
+        assert_eq!(
+            p("*.{c,h}"),
+            [Whole("**/*.c".into()), Whole("**/*.h".into())]
+        );
+        assert_eq!(
+            p("src/{a,b}/*"),
+            [BelowRoot("src/a/*".into()), BelowRoot("src/b/*".into())]
+        );
+        assert_eq!(p("{a,b}{c,d}"), [Whole("**/{a,b}{c,d}".into())]);
+        assert_eq!(p("x{,y}"), [Whole("**/x".into()), Whole("**/xy".into())]);
+        assert_eq!(p("**/target/**"), [Component("target".into())]);
+        assert_eq!(p("**/.git/**"), [Component(".git".into())]);
+        assert_eq!(p("**/t*/**"), [Whole("**/t*/**".into())]);
+        assert_eq!(p("a/**/target/**"), [BelowRoot("a/**/target/**".into())]);
+        // Each expanded form matches what the original matches.
+        for (glob, path) in [("*.{c,h}", "/x/y.h"), ("**/target/**", "/p/target/a/b")] {
+            assert!(build(&format!("**/{glob}"))
+                .unwrap()
+                .compile_matcher()
+                .is_match(path));
+        }
     }
 
     #[test]

@@ -2,30 +2,41 @@
 //!
 //! # How matching works
 //!
-//! All include globs of all rules go into one `GlobSet`, all exclude globs into another;
-//! each rule owns a contiguous range of each set's indexes, and a table maps a glob's
-//! index back to its rule. Rules are bits in small bitsets (one `u64` word per 64 rules):
+//! Globs are compiled into shared tables, not one matcher per rule: includes and
+//! excludes, each split into one `GlobSet` matched against the whole path, one matched
+//! against the path below a root (`src/**/*.rs`), and a list of directory names for the
+//! common `**/NAME/**` (a component test, no regex). Identical globs are compiled once
+//! (forty rules saying `*.rs` cost one glob), and each glob maps to the bitset of rules
+//! that use it. Rules are bits in small bitsets (one `u64` word per 64 rules):
 //!
-//! 1. candidates = the rules of every distinct root that contains the path (a byte-prefix
-//!    test ending at a `/`), intersected with the rules that take the event's kind;
-//! 2. if a candidate has include globs, the include set runs once over the path
-//!    (`matches_candidate_into` into a reused `Vec`); candidates keep a bit if they
-//!    include everything or one of their globs matched;
-//! 3. if a remaining candidate has exclude globs, the exclude set runs once and clears
-//!    the bits of rules whose exclude matched;
+//! 1. candidates = the rules of every distinct root that contains the path (a
+//!    [`RootIndex`] lookup per distinct root length, at a component boundary),
+//!    intersected with the rules that take the event's kind;
+//! 2. if a candidate has include globs, the whole-path include set runs once over the
+//!    path, and the below-root include set once per containing root over the path's
+//!    tail below it (a hit there counts only for rules with that root); candidates keep
+//!    their bit if they include everything or one of their globs matched;
+//! 3. the same with the exclude sets, for remaining candidates that have excludes,
+//!    clearing bits;
 //! 4. the lowest remaining bit, the first rule in document order, wins.
 //!
-//! A path outside every root costs a few prefix comparisons and no glob matching.
+//! A path outside every root costs a few hash lookups and no glob matching.
+//!
+//! Why two sets per side rather than one: writing a relative glob once per root
+//! (`/home/me/p1/src/**/*.rs`, `/home/me/p2/src/**/*.rs`, ...) makes every copy a separate
+//! regex that globset runs one after another for each `.rs` path; matched below the root,
+//! they are one glob.
 
 use super::document::RuleSpec;
 use super::error::FilterError;
 use super::ids::{RuleIds, IMPLICIT_RULE_ID, OVERFLOW_RULE_ID};
 use super::kinds::KindSet;
-use super::pattern::{self, Pattern};
+use super::pattern::{self, Compiled, Pattern};
+use super::roots::RootIndex;
 use firehose_transport::record::EventKind;
 use globset::{Candidate, GlobSet, GlobSetBuilder};
 use std::cell::RefCell;
-use std::ops::Range;
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,6 +87,8 @@ pub struct RuleInfo {
 pub struct MatchScratch {
     globs: Vec<usize>,
     cand: Vec<u64>,
+    hits: Vec<u64>,
+    slots: Vec<usize>,
 }
 
 /// A distinct root and the rules that apply under it.
@@ -86,14 +99,182 @@ struct Root {
     rules: Vec<u64>,
 }
 
-/// Per-rule compiled data, indexed like `RuleSet::rules`.
+/// Deduplicated globs compiled into one `GlobSet`, each mapped to the rules using it.
 #[derive(Clone, Debug)]
-struct Compiled {
-    m: Match,
-    /// This rule's indexes in `RuleSet::include`.
-    include: Range<usize>,
-    /// This rule's indexes in `RuleSet::exclude`.
-    exclude: Range<usize>,
+struct GlobTable {
+    set: GlobSet,
+    /// `words` bitset words per glob, in glob order.
+    rules: Vec<u64>,
+    /// Rules with at least one glob here.
+    any: Vec<u64>,
+}
+
+/// Collects globs for a [`GlobTable`].
+struct TableBuilder {
+    globs: Vec<String>,
+    index: HashMap<String, usize>,
+    rules: Vec<u64>,
+    any: Vec<u64>,
+    words: usize,
+}
+
+impl TableBuilder {
+    fn new(words: usize) -> Self {
+        TableBuilder {
+            globs: Vec::new(),
+            index: HashMap::new(),
+            rules: Vec::new(),
+            any: vec![0; words],
+            words,
+        }
+    }
+
+    fn add(&mut self, glob: String, rule: usize) {
+        let at = match self.index.get(&glob) {
+            Some(&i) => i,
+            None => {
+                let i = self.globs.len();
+                self.index.insert(glob.clone(), i);
+                self.globs.push(glob);
+                self.rules.extend(std::iter::repeat_n(0, self.words));
+                i
+            }
+        };
+        set_bit(
+            &mut self.rules[at * self.words..(at + 1) * self.words],
+            rule,
+        );
+        set_bit(&mut self.any, rule);
+    }
+
+    fn build(self) -> Result<GlobTable, String> {
+        let mut b = GlobSetBuilder::new();
+        for g in &self.globs {
+            b.add(pattern::build(g).map_err(|e| e.to_string())?);
+        }
+        Ok(GlobTable {
+            set: b.build().map_err(|e| e.to_string())?,
+            rules: self.rules,
+            any: self.any,
+        })
+    }
+}
+
+/// Directory names tested by `**/NAME/**` globs, each with the rules using it.
+#[derive(Clone, Debug, Default)]
+struct ComponentTable {
+    /// (name, `words` bitset words).
+    names: Vec<(Box<[u8]>, Vec<u64>)>,
+    /// Rules with at least one name here.
+    any: Vec<u64>,
+    /// Length of the longest name (components longer cannot match).
+    max_len: usize,
+}
+
+impl ComponentTable {
+    fn new(words: usize) -> Self {
+        ComponentTable {
+            names: Vec::new(),
+            any: vec![0; words],
+            max_len: 0,
+        }
+    }
+
+    fn add(&mut self, name: &str, rule: usize, words: usize) {
+        let name = name.as_bytes();
+        let at = match self.names.iter().position(|(n, _)| &**n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push((name.into(), vec![0; words]));
+                self.max_len = self.max_len.max(name.len());
+                self.names.len() - 1
+            }
+        };
+        set_bit(&mut self.names[at].1, rule);
+        set_bit(&mut self.any, rule);
+    }
+
+    /// ORs into `hits` the rules of every name that is a directory component of `path`
+    /// (a component followed by `/`).
+    #[inline]
+    fn hits(&self, path: &[u8], hits: &mut [u64]) {
+        let dirs = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => &path[..i],
+            None => return,
+        };
+        for comp in dirs.split(|&b| b == b'/') {
+            if comp.is_empty() || comp.len() > self.max_len {
+                continue;
+            }
+            for (name, rules) in &self.names {
+                if **name == *comp {
+                    or(hits, rules);
+                }
+            }
+        }
+    }
+}
+
+/// The include (or exclude) side: whole-path globs, below-root globs, component names.
+#[derive(Clone, Debug)]
+struct Side {
+    abs: GlobTable,
+    rel: GlobTable,
+    comp: ComponentTable,
+}
+
+/// Collects one [`Side`].
+struct SideBuilder {
+    abs: TableBuilder,
+    rel: TableBuilder,
+    comp: ComponentTable,
+    words: usize,
+}
+
+impl SideBuilder {
+    fn new(words: usize) -> Self {
+        SideBuilder {
+            abs: TableBuilder::new(words),
+            rel: TableBuilder::new(words),
+            comp: ComponentTable::new(words),
+            words,
+        }
+    }
+
+    fn add_all(&mut self, pats: &[Pattern], rule: usize) {
+        for p in pats {
+            for c in p.compiled() {
+                match c {
+                    Compiled::Whole(g) => self.abs.add(g, rule),
+                    Compiled::BelowRoot(g) => self.rel.add(g, rule),
+                    Compiled::Component(n) => self.comp.add(&n, rule, self.words),
+                }
+            }
+        }
+    }
+
+    fn build(self) -> Result<Side, String> {
+        Ok(Side {
+            abs: self.abs.build()?,
+            rel: self.rel.build()?,
+            comp: self.comp,
+        })
+    }
+}
+
+impl Side {
+    /// Whether any rule in `cand` has something on this side.
+    #[inline]
+    fn concerns(&self, cand: &[u64]) -> bool {
+        intersects(cand, &self.abs.any)
+            || intersects(cand, &self.rel.any)
+            || intersects(cand, &self.comp.any)
+    }
+
+    /// How many distinct globs and names.
+    fn len(&self) -> usize {
+        self.abs.set.len() + self.rel.set.len() + self.comp.names.len()
+    }
 }
 
 /// Every rule of a filter directory compiled into one matcher. Cheap to share behind an
@@ -101,20 +282,17 @@ struct Compiled {
 #[derive(Clone, Debug)]
 pub struct RuleSet {
     rules: Vec<RuleInfo>,
-    compiled: Vec<Compiled>,
-    include: GlobSet,
-    /// Include glob index → rule index.
-    include_rule: Vec<u32>,
-    exclude: GlobSet,
-    /// Exclude glob index → rule index.
-    exclude_rule: Vec<u32>,
+    /// Per rule: what a match returns.
+    outcome: Vec<Match>,
+    include: Side,
+    exclude: Side,
     roots: Vec<Root>,
+    /// Finds the slots in `roots` that contain a path.
+    root_index: RootIndex,
     /// Per `EventKind as usize`: the rules that take it.
     kind_rules: Vec<Vec<u64>>,
     /// Rules with no include globs (they include everything).
     include_all: Vec<u64>,
-    /// Rules with exclude globs.
-    has_exclude: Vec<u64>,
     words: usize,
     ids: RuleIds,
     default_roots: Vec<PathBuf>,
@@ -154,7 +332,7 @@ impl RuleSet {
         let mut set = Self::compile(vec![SourcedSpec { source: None, spec }], default_roots, ids)
             .unwrap_or_else(|_| unreachable!("the implicit rule has no globs to fail"));
         set.rules[0].id = IMPLICIT_RULE_ID;
-        set.compiled[0].m.rule = IMPLICIT_RULE_ID;
+        set.outcome[0].rule = IMPLICIT_RULE_ID;
         set.ids = ids.clone();
         set
     }
@@ -169,17 +347,14 @@ impl RuleSet {
         let default_roots: Vec<PathBuf> = dedup(default_roots.iter().map(|r| normalize(r)));
         let n = specs.len();
         let words = n.div_ceil(64).max(1);
-        let mut include_b = GlobSetBuilder::new();
-        let mut exclude_b = GlobSetBuilder::new();
-        let (mut include_rule, mut exclude_rule) = (Vec::new(), Vec::new());
+        let mut include = SideBuilder::new(words);
+        let mut exclude = SideBuilder::new(words);
         let mut rules = Vec::with_capacity(n);
-        let mut compiled = Vec::with_capacity(n);
+        let mut outcome = Vec::with_capacity(n);
         let mut roots: Vec<Root> = Vec::new();
         let mut kind_rules = vec![vec![0u64; words]; 9];
         let mut include_all = vec![0u64; words];
-        let mut has_exclude = vec![0u64; words];
         for (i, SourcedSpec { source, spec }) in specs.into_iter().enumerate() {
-            let where_ = source.clone().unwrap_or_default();
             let rule_roots = match &spec.roots {
                 Some(r) => dedup(r.iter().cloned()),
                 None => default_roots.clone(),
@@ -201,44 +376,17 @@ impl RuleSet {
             for k in spec.kinds.iter() {
                 set_bit(&mut kind_rules[k as usize], i);
             }
-            let add = |b: &mut GlobSetBuilder,
-                       map: &mut Vec<u32>,
-                       pats: &[Pattern]|
-             -> Result<Range<usize>, FilterError> {
-                let start = map.len();
-                for p in pats {
-                    for g in p.globs(&rule_roots) {
-                        let glob = pattern::build(&g).map_err(|e| {
-                            FilterError::whole(&where_, format!("rule {:?}: {e}", spec.name))
-                        })?;
-                        b.add(glob);
-                        map.push(i as u32);
-                    }
-                }
-                Ok(start..map.len())
-            };
-            let include = match &spec.include {
-                None => {
-                    set_bit(&mut include_all, i);
-                    include_rule.len()..include_rule.len()
-                }
-                Some(p) => add(&mut include_b, &mut include_rule, p)?,
-            };
-            let exclude = add(&mut exclude_b, &mut exclude_rule, &spec.exclude)?;
-            if !exclude.is_empty() {
-                set_bit(&mut has_exclude, i);
+            match &spec.include {
+                None => set_bit(&mut include_all, i),
+                Some(pats) => include.add_all(pats, i),
             }
+            exclude.add_all(&spec.exclude, i);
             let id = ids.assign(&spec.name);
-            let m = Match {
+            outcome.push(Match {
                 rule: id,
                 store: spec.store,
                 stream: spec.stream,
                 coalesce: spec.coalesce,
-            };
-            compiled.push(Compiled {
-                m,
-                include,
-                exclude,
             });
             rules.push(RuleInfo {
                 id,
@@ -254,22 +402,24 @@ impl RuleSet {
                 coalesce: spec.coalesce,
             });
         }
-        let build = |b: GlobSetBuilder| {
+        let mut root_index = RootIndex::default();
+        for (slot, r) in roots.iter().enumerate() {
+            root_index.insert(&r.bytes, slot);
+        }
+        let build = |b: SideBuilder| {
             b.build().map_err(|e| {
                 FilterError::whole(Path::new(""), format!("cannot compile the globs: {e}"))
             })
         };
         Ok(RuleSet {
             rules,
-            compiled,
-            include: build(include_b)?,
-            include_rule,
-            exclude: build(exclude_b)?,
-            exclude_rule,
+            outcome,
+            include: build(include)?,
+            exclude: build(exclude)?,
             roots,
+            root_index,
             kind_rules,
             include_all,
-            has_exclude,
             words,
             ids,
             default_roots,
@@ -326,18 +476,23 @@ impl RuleSet {
         scratch: &mut MatchScratch,
     ) -> Option<Match> {
         let w = self.words;
-        let cand = &mut scratch.cand;
+        let MatchScratch {
+            globs,
+            cand,
+            hits,
+            slots,
+        } = scratch;
         cand.clear();
         cand.resize(w, 0);
-        for root in &self.roots {
-            if contains(&root.bytes, path) {
-                or(cand, &root.rules);
-            }
-        }
-        let kinds = &self.kind_rules[kind as usize];
-        and(cand, kinds);
+        slots.clear();
+        let roots = &self.roots;
+        self.root_index.containing(path, |slot| {
+            or(cand, &roots[slot].rules);
+            slots.push(slot);
+        });
+        and(cand, &self.kind_rules[kind as usize]);
         if kind == EventKind::Overflow {
-            let rule = first_bit(cand).map_or(OVERFLOW_RULE_ID, |i| self.compiled[i].m.rule);
+            let rule = first_bit(cand).map_or(OVERFLOW_RULE_ID, |i| self.outcome[i].rule);
             return Some(Match {
                 rule,
                 store: true,
@@ -348,40 +503,77 @@ impl RuleSet {
         if !any(cand) {
             return None;
         }
-        let needs_include = cand.iter().zip(&self.include_all).any(|(c, a)| c & !a != 0);
-        let mut candidate = None;
-        if needs_include {
-            let c = candidate.insert(Candidate::from_bytes(path));
-            self.include.matches_candidate_into(c, &mut scratch.globs);
-            // Keep rules that include everything or had a glob match.
-            let mut hits = [0u64; 4];
-            if w <= hits.len() {
-                let hits = &mut hits[..w];
-                hits.copy_from_slice(&self.include_all);
-                for &g in &scratch.globs {
-                    set_bit(hits, self.include_rule[g] as usize);
-                }
-                and(cand, hits);
-            } else {
-                let mut hits = self.include_all.clone();
-                for &g in &scratch.globs {
-                    set_bit(&mut hits, self.include_rule[g] as usize);
-                }
-                and(cand, &hits);
-            }
+        // Includes: keep rules that include everything or had a glob match.
+        if cand.iter().zip(&self.include_all).any(|(c, a)| c & !a != 0) {
+            hits.clear();
+            hits.extend_from_slice(&self.include_all);
+            self.glob_hits(path, cand, &self.include, slots, globs, hits);
+            and(cand, hits);
             if !any(cand) {
                 return None;
             }
         }
-        let needs_exclude = cand.iter().zip(&self.has_exclude).any(|(c, e)| c & e != 0);
-        if needs_exclude {
-            let c = candidate.get_or_insert_with(|| Candidate::from_bytes(path));
-            self.exclude.matches_candidate_into(c, &mut scratch.globs);
-            for &g in &scratch.globs {
-                clear_bit(cand, self.exclude_rule[g] as usize);
+        // Excludes: drop rules whose exclude matched.
+        if self.exclude.concerns(cand) {
+            hits.clear();
+            hits.resize(w, 0);
+            self.glob_hits(path, cand, &self.exclude, slots, globs, hits);
+            for (c, h) in cand.iter_mut().zip(hits.iter()) {
+                *c &= !h;
             }
         }
-        first_bit(cand).map(|i| self.compiled[i].m)
+        first_bit(cand).map(|i| self.outcome[i])
+    }
+
+    /// Sets in `hits` the rules among `cand` that `side` matches: a whole-path glob or
+    /// component name on the path, or a below-root glob on the path below one of the
+    /// containing roots `slots` (for that root's rules).
+    #[inline]
+    fn glob_hits(
+        &self,
+        path: &[u8],
+        cand: &[u64],
+        side: &Side,
+        slots: &[usize],
+        globs: &mut Vec<usize>,
+        hits: &mut [u64],
+    ) {
+        let w = self.words;
+        let (abs, rel) = (&side.abs, &side.rel);
+        if intersects(cand, &side.comp.any) {
+            side.comp.hits(path, hits);
+        }
+        if intersects(cand, &abs.any) {
+            abs.set
+                .matches_candidate_into(&Candidate::from_bytes(path), globs);
+            for &g in globs.iter() {
+                or(hits, &abs.rules[g * w..(g + 1) * w]);
+            }
+        }
+        if !intersects(cand, &rel.any) {
+            return;
+        }
+        for &slot in slots {
+            let root = &self.roots[slot];
+            let wanted = root
+                .rules
+                .iter()
+                .zip(cand)
+                .zip(&rel.any)
+                .any(|((r, c), a)| r & c & a != 0);
+            if !wanted {
+                continue;
+            }
+            let tail = tail_below(&root.bytes, path);
+            rel.set
+                .matches_candidate_into(&Candidate::from_bytes(tail), globs);
+            for &g in globs.iter() {
+                let glob_rules = &rel.rules[g * w..(g + 1) * w];
+                for ((h, r), gr) in hits.iter_mut().zip(&root.rules).zip(glob_rules) {
+                    *h |= r & gr;
+                }
+            }
+        }
     }
 
     /// Every root some rule applies to, deduplicated and sorted (the `--watch` roots are
@@ -411,25 +603,23 @@ impl RuleSet {
         &self.default_roots
     }
 
-    /// The index ranges of rule `index` in the include and exclude glob sets (for tests
-    /// and diagnostics).
-    pub fn glob_ranges(&self, index: usize) -> Option<(Range<usize>, Range<usize>)> {
-        self.compiled
-            .get(index)
-            .map(|c| (c.include.clone(), c.exclude.clone()))
-    }
-
-    /// How many globs the combined include and exclude sets hold.
+    /// How many distinct globs the include and exclude sides hold (whole-path and
+    /// below-root globs and `**/NAME/**` names).
     pub fn glob_counts(&self) -> (usize, usize) {
         (self.include.len(), self.exclude.len())
     }
 }
 
-/// Whether `root` (normalised) contains `path`: equal, or a prefix ending at a `/`.
+/// The part of `path` below `root` (which contains it), without the leading `/`.
 #[inline]
-fn contains(root: &[u8], path: &[u8]) -> bool {
-    path.starts_with(root)
-        && (path.len() == root.len() || root.ends_with(b"/") || path[root.len()] == b'/')
+fn tail_below<'a>(root: &[u8], path: &'a [u8]) -> &'a [u8] {
+    let rest = &path[root.len().min(path.len())..];
+    rest.strip_prefix(b"/").unwrap_or(rest)
+}
+
+#[inline]
+fn intersects(a: &[u64], b: &[u64]) -> bool {
+    a.iter().zip(b).any(|(x, y)| x & y != 0)
 }
 
 /// Drops `.` components, repeated and trailing `/`.
@@ -450,11 +640,6 @@ fn dedup(it: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
 #[inline]
 fn set_bit(bits: &mut [u64], i: usize) {
     bits[i / 64] |= 1 << (i % 64);
-}
-
-#[inline]
-fn clear_bit(bits: &mut [u64], i: usize) {
-    bits[i / 64] &= !(1 << (i % 64));
 }
 
 #[inline]
@@ -488,23 +673,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_containment_is_by_component() {
-        assert!(contains(b"/a/b", b"/a/b"));
-        assert!(contains(b"/a/b", b"/a/b/c"));
-        assert!(!contains(b"/a/b", b"/a/bc"));
-        assert!(!contains(b"/a/b", b"/a"));
-        assert!(contains(b"/", b"/x"));
-    }
-
-    #[test]
     fn bit_helpers() {
         let mut b = vec![0u64; 2];
         set_bit(&mut b, 70);
         set_bit(&mut b, 3);
         assert_eq!(first_bit(&b), Some(3));
-        clear_bit(&mut b, 3);
-        assert_eq!(first_bit(&b), Some(70));
+        assert!(intersects(&b, &[0, 1 << 6]));
+        assert!(!intersects(&b, &[1, 0]));
         assert!(any(&b));
+        assert_eq!(tail_below(b"/a", b"/a/b/c"), b"b/c");
+        assert_eq!(tail_below(b"/", b"/a/b"), b"a/b");
+        assert_eq!(tail_below(b"/a", b"/a"), b"");
         assert_eq!(normalize(Path::new("/a//b/./c/")), PathBuf::from("/a/b/c"));
     }
 }

@@ -194,13 +194,22 @@ fn roots_are_the_deduplicated_union() {
 }
 
 #[test]
-fn one_globset_with_a_range_per_rule() {
+fn identical_globs_are_compiled_once() {
     let set = set_of(DOCS, &["/w"]);
-    // rust: 1 include, 2 excludes; docs: 1 include (one root); p-deletes, catch-all: none.
+    // rust: *.rs, docs: docs/**/*.md (below the root); excludes: **/target/**, /p/gen/*.
     assert_eq!(set.glob_counts(), (2, 2));
-    assert_eq!(set.glob_ranges(0), Some((0..1, 0..2)));
-    assert_eq!(set.glob_ranges(1), Some((1..2, 2..2)));
-    assert_eq!(set.glob_ranges(3), Some((2..2, 2..2)));
+    let mut doc = String::new();
+    for i in 0..20 {
+        doc.push_str(&format!(
+            "[[rule]]\nname = \"r{i}\"\nroots = [\"/p{i}\"]\ninclude = [\"*.rs\", \"src/**\"]\nexclude = [\"**/target/**\"]\n"
+        ));
+    }
+    let shared = set_of(&[("a.toml", &doc)], &[]);
+    assert_eq!(shared.glob_counts(), (2, 1));
+    // A below-root glob counts only for the rules of the root it matched under.
+    assert_eq!(winner(&shared, b"/p3/src/x.txt", Create), "r3");
+    assert_eq!(winner(&shared, b"/p4/target/x.rs", Create), "-");
+    assert_eq!(winner(&shared, b"/p4/a/x.rs", Create), "r4");
 }
 
 #[test]

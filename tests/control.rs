@@ -816,13 +816,15 @@ fn a_peer_flooding_status_and_queries_leaves_the_producer_publishing_and_memory_
     let mut s = connect_raw(&svc.path);
     s.write_all(&hello).unwrap();
     s.set_nonblocking(true).unwrap();
+    let mut off = 0;
     let mut max_rss = 0;
     let mut last_seq = before.next_seq;
     for round in 0..40 {
         // Write as much as the socket takes; never read.
         for _ in 0..50 {
-            match (&s).write(&bytes) {
-                Ok(_) => {}
+            // Whole messages only: a partial write is resumed where it stopped.
+            match (&s).write(&bytes[off..]) {
+                Ok(n) => off = (off + n) % bytes.len(),
                 Err(_) => break,
             }
         }

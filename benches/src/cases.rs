@@ -559,7 +559,7 @@ impl Plan {
     ///
     /// # Errors
     /// Only if the cache-line probe cannot run.
-    pub fn run(&self, ctx: &Ctx) -> Result<(BTreeMap<Case, Vec<Run>>, Vec<Failure>)> {
+    pub fn run(&self, ctx: &Ctx) -> Result<Outcome> {
         let steps: Vec<(Case, usize)> = (0..self.runs)
             .flat_map(|r| self.round.iter().map(move |c| (*c, r)))
             .chain(self.once.iter().map(|c| (*c, 0)))
@@ -601,7 +601,7 @@ impl Plan {
                             ),
                         )
                     } else {
-                        ("failed", format!("{:#}", other.err().expect("not ok")))
+                        ("failed", format!("{:#}", other.expect_err("not ok")))
                     };
                     eprintln!("{status}: {why}");
                     failures.push(Failure {
@@ -616,6 +616,9 @@ impl Plan {
         Ok((out, failures))
     }
 }
+
+/// What a plan's runs gave: the samples by case, and the runs that did not give one.
+pub type Outcome = (BTreeMap<Case, Vec<Run>>, Vec<Failure>);
 
 /// A run that did not give a sample.
 #[derive(Debug, Clone)]

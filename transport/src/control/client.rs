@@ -738,3 +738,120 @@ fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// One message of a streamed history answer (see [`Client::query_pages`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryPage {
+    /// A page of rows, in seq order (at most [`MAX_ROWS`](super::wire::MAX_ROWS)).
+    Rows(Vec<FileEvent>),
+    /// The answer is over, for this reason.
+    End(QueryEnd),
+}
+
+/// The pages of one history answer, handed out as they arrive (see
+/// [`Client::query_pages`]). Ends after [`QueryPage::End`] or an error.
+pub struct QueryPages<'c, T> {
+    client: &'c mut Client<T>,
+    id: u64,
+    timeout: Duration,
+    done: bool,
+}
+
+impl<T> std::fmt::Debug for QueryPages<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryPages")
+            .field("id", &self.id)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Archive> Iterator for QueryPages<'_, T> {
+    type Item = Result<QueryPage, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.client.next_other(self.timeout) {
+                Ok(ClientEvent::Rows { id, rows }) if id == self.id => {
+                    return Some(Ok(QueryPage::Rows(rows)))
+                }
+                Ok(ClientEvent::RowsEnd { id, end }) if id == self.id => {
+                    self.done = true;
+                    return Some(Ok(QueryPage::End(end)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl<T: Archive> Client<T> {
+    /// Runs a history query and hands its rows out page by page as they arrive, instead of
+    /// collecting them as [`query`](Self::query) does: a client printing a million-row
+    /// answer holds one page at a time. Each page is waited for at most `page_timeout`.
+    /// Dropping the iterator early is allowed: the rest of the answer is read and ignored
+    /// by later calls.
+    ///
+    /// # Errors
+    /// Sending the query: as [`status`](Self::status). Each item: [`ClientError::Timeout`]
+    /// if no page arrives within `page_timeout`, [`ClientError::Disconnected`].
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use firehose_transport::control::client::{Client, ConnectOptions, QueryPage};
+    /// use firehose_transport::control::wire::HistoryQuery;
+    /// use firehose_transport::record::FileEvent;
+    /// # use std::time::Duration;
+    /// let path = firehose_transport::control::place::default_socket_path()?;
+    /// let mut c: Client<FileEvent> = Client::connect(&path, &ConnectOptions::default())?;
+    /// let q = HistoryQuery { id: 1, seq: Some((1, 1_000_000)), ..HistoryQuery::default() };
+    /// for page in c.query_pages(q, Duration::from_secs(60))? {
+    ///     match page? {
+    ///         QueryPage::Rows(rows) => println!("{} rows", rows.len()),
+    ///         QueryPage::End(end) => println!("{end:?}"),
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn query_pages(
+        &mut self,
+        q: HistoryQuery,
+        page_timeout: Duration,
+    ) -> Result<QueryPages<'_, T>, ClientError> {
+        let id = q.id;
+        self.send(&ClientMsg::Query(q))?;
+        Ok(QueryPages {
+            client: self,
+            id,
+            timeout: page_timeout,
+            done: false,
+        })
+    }
+
+    /// The batch the last receive call ([`recv`](Self::recv) or
+    /// [`recv_timeout`](Self::recv_timeout)) handed out, once more: nothing is read and
+    /// nothing released. Lets a caller look at a batch, decide, and then hand it on
+    /// without holding the first borrow. Meant for right after a receive call that
+    /// succeeded (after a failed one it holds whatever that call had gathered).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use firehose_transport::control::client::{Client, ConnectOptions};
+    /// use firehose_transport::record::FileEvent;
+    /// let path = firehose_transport::control::place::default_socket_path()?;
+    /// let mut c: Client<FileEvent> = Client::connect(&path, &ConnectOptions::default())?;
+    /// let n = c.recv(64)?.len();
+    /// assert_eq!(c.current_batch().len(), n);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn current_batch(&mut self) -> Batch<'_, T> {
+        self.reader.current()
+    }
+}

@@ -115,7 +115,7 @@ mod fast {
     /// side of a store, a record's bytes, may have any alignment).
     #[inline]
     unsafe fn copy64(dst: *mut u8, src: *const u8, n: usize) {
-        debug_assert!(n > 0 && n % 64 == 0);
+        debug_assert!(n > 0 && n.is_multiple_of(64));
         // SAFETY: the caller's contract; SSE2 is part of the x86_64 baseline. The loop runs
         // n / 64 times, reading [src, src + n) and writing [dst, dst + n).
         unsafe {

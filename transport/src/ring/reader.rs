@@ -125,7 +125,7 @@ impl Walk {
             if h.kind == FrameKind::Padding {
                 // Padding ends exactly at the end of the data area; its bytes are not needed.
                 let flen = (h.payload_len as u64).saturating_add(FRAME_HEADER as u64);
-                if ring_off + flen != self.cap || flen % FRAME_ALIGN as u64 != 0 {
+                if ring_off + flen != self.cap || !flen.is_multiple_of(FRAME_ALIGN as u64) {
                     self.corrupt(at, CorruptKind::Wrap);
                     break;
                 }
@@ -781,7 +781,7 @@ impl<T: Archive> Reader<T> {
                     && p < w
                     && w - p <= cap
                     && q >= self.walk.next_seq
-                    && p % FRAME_ALIGN as u64 == 0
+                    && p.is_multiple_of(FRAME_ALIGN as u64)
                 {
                     choice = Some((p, q));
                     break;

@@ -32,8 +32,9 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
 /// The outcome of one reload.
 #[derive(Debug)]
 pub enum Reload {
-    /// The documents are valid: this is the new rule set.
-    Applied(RuleSet),
+    /// The documents are valid: this is the new rule set (boxed: it is large, errors are
+    /// small).
+    Applied(Box<RuleSet>),
     /// A document has an error: keep the working set, report these.
     Rejected(FilterErrors),
 }
@@ -50,7 +51,7 @@ impl Reload {
         match self {
             Reload::Applied(new) => {
                 let diff = RootsDiff::between(current, &new);
-                *current = new;
+                *current = *new;
                 Ok(diff)
             }
             Reload::Rejected(errors) => Err(errors),
@@ -315,7 +316,7 @@ impl State {
             Ok(set) => {
                 self.ids = set.ids().clone();
                 tracing::info!(dir = %self.dir.display(), rules = set.rules().len(), "filter documents reloaded");
-                Reload::Applied(set)
+                Reload::Applied(Box::new(set))
             }
             Err(errors) => {
                 tracing::warn!(dir = %self.dir.display(), "filter documents rejected, previous rules stay active:\n{errors}");

@@ -1,36 +1,82 @@
-//! The Firehose client library, the part a GUI links: connect to the service's control
-//! socket, have the service's identity checked, receive the ring, and read file events
-//! zero-copy, batch by batch (one [`Client::recv`] per GUI frame), following segment
-//! switches and learning of every range it missed.
+//! The Firehose client library, the part a GUI links. It connects to the service's control
+//! socket, has the service's identity checked, maps the ring and reads file events
+//! zero-copy, and fills what the ring did not deliver from the service's history.
+//!
+//! The main types and how data flows between them:
+//!
+//! ```text
+//!  Options ──connect()/follow_from(seq)──► Follower (wraps a transport Client<FileEvent>)
+//!     Follower::drain(max)   once per GUI frame, never waits for the ring ─┐
+//!     Follower::recv(max)    waits for events                              ├─► Events: Event<'_>
+//!     Follower::iter()       blocking iterator ──► OwnedEvent             ─┘     Record (zero-copy
+//!     Follower::into_stream  async Stream (feature `tokio`) ──► OwnedEvent        &ArchivedFileEvent,
+//!                                                                                or a history row)
+//!                                                                                Gap, Lagged, Missing,
+//!                                                                                Truncated, Disconnected,
+//!                                                                                Reconnected, OtherInstance
+//! ```
+//!
+//! With backfill on, ranges the ring did not deliver (the start, lag, the ring's gaps, a
+//! reconnect after a service restart) are queried from history by seq range, a page at a
+//! time, and handed out in their place: the application sees every stored record exactly
+//! once and in order (DESIGN.md, G4).
 //!
 //! ```no_run
-//! use firehose_consumer::{default_socket_path, Client, ConnectOptions, Event, FileEvent};
-//! let path = default_socket_path()?;
-//! let mut client: Client<FileEvent> = Client::connect(&path, &ConnectOptions::default())?;
+//! use firehose_consumer::{escape_path, Event, Options, Start};
+//! let mut f = Options::new().name("my-gui").start(Start::Oldest).connect()?;
 //! loop {
-//!     for ev in &client.recv(1024)? {
+//!     for ev in f.recv(4096)? {
 //!         match ev {
-//!             Event::Record(r) => println!("{} {:?}", r.seq(), r.access()?.path_os()),
-//!             Event::Lagged { from, to } => println!("missed {from}..={to}"),
-//!             Event::Gap { from, to, .. } => println!("never streamed {from}..={to}"),
+//!             Event::Record(r) => println!("{} {:?} {}", r.seq(), r.kind(), escape_path(r.path())),
+//!             Event::Gap { from, to, reason } => println!("{from}..={to} never stored: {reason:?}"),
+//!             Event::Truncated { oldest } => println!("history starts at {oldest}"),
+//!             other => println!("{other:?}"),
 //!         }
 //!     }
 //! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), firehose_consumer::FollowError>(())
 //! ```
 //!
-//! Backfilling what a reader missed from the service's history comes with the history
-//! database; the protocol already carries the queries.
+//! The transport's own types are re-exported for what the follower does not wrap
+//! ([`Client`], [`Status`], [`HistoryQuery`]...).
 
-pub use firehose_transport::control::client::{reconnect, Client, ClientError, ConnectOptions};
+#![warn(missing_docs)]
+
+mod backfill;
+mod error;
+mod events;
+mod follow;
+mod iter;
+mod live;
+mod options;
+mod owned;
+#[cfg(feature = "tokio")]
+mod stream;
+mod text;
+mod view;
+
+pub use error::FollowError;
+pub use events::{Event, InstanceId, Record};
+pub use follow::{follow_from, Follower};
+pub use iter::Iter;
+pub use options::{Options, Start};
+pub use owned::OwnedEvent;
+#[cfg(feature = "tokio")]
+pub use stream::FollowStream;
+pub use text::{escape_path, unescape_path};
+pub use view::Events;
+
+pub use firehose_transport::control::client::{
+    reconnect, Client, ClientError, ConnectOptions, QueryPage, QueryPages,
+};
 pub use firehose_transport::control::peer::ConnectError;
-pub use firehose_transport::control::place::default_socket_path;
+pub use firehose_transport::control::place::{default_socket_path, PlaceError};
 #[cfg(feature = "tokio")]
 pub use firehose_transport::control::tokio_client::AsyncClient;
 pub use firehose_transport::control::wire::{
-    DisconnectReason, HistoryQuery, Notice, QueryEnd, StartAt, Status,
+    DisconnectReason, HistoryQuery, Notice, QueryEnd, ReaderStatus, StartAt, Status,
 };
 pub use firehose_transport::record::{
-    ArchivedEventKind, ArchivedFileEvent, EventKind, FileEvent, GapReason,
+    ArchivedEventKind, ArchivedFileEvent, EventKind, FileEvent, GapInfo, GapReason,
 };
-pub use firehose_transport::ring::{Batch, Event, Policy, ReadError, Reader, RecordRef};
+pub use firehose_transport::ring::{Policy, ReadError};

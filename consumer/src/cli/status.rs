@@ -1,0 +1,155 @@
+//! `firehose status`: the service, its ring, its readers and its history, for a person
+//! (aligned `label  value` lines) or as JSON. Each field is one entry in `fields`, so a
+//! field the service adds to `Status` is one line here.
+
+use firehose_consumer::{Client, ConnectOptions, FileEvent, Policy, Status};
+use serde_json::{json, Value};
+
+use super::{code, Cli};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn policy(p: Policy) -> &'static str {
+    match p {
+        Policy::Lossless => "lossless",
+        Policy::Lagging => "lagging",
+    }
+}
+
+fn kib(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+fn uptime(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{}.{:01} s", s, ms % 1000 / 100),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d{:02}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+/// (label, text for a person, JSON key, JSON value) for every field.
+fn fields(s: &Status, socket: &str) -> Vec<(&'static str, String, &'static str, Value)> {
+    let fill = if s.ring_capacity > 0 {
+        format!(
+            "{} of {} ({:.0}%) held by the slowest lossless reader",
+            kib(s.ring_fill),
+            kib(s.ring_capacity),
+            s.ring_fill as f64 * 100.0 / s.ring_capacity as f64
+        )
+    } else {
+        "-".into()
+    };
+    vec![
+        ("socket", socket.to_string(), "socket", json!(socket)),
+        ("pid", s.pid.to_string(), "pid", json!(s.pid)),
+        (
+            "uptime",
+            uptime(s.uptime_ms),
+            "uptime_ms",
+            json!(s.uptime_ms),
+        ),
+        (
+            "roots",
+            if s.roots.is_empty() {
+                "(none)".into()
+            } else {
+                s.roots.join(", ")
+            },
+            "roots",
+            json!(s.roots),
+        ),
+        ("rules", s.rules.to_string(), "rules", json!(s.rules)),
+        (
+            "rate",
+            format!("{} records/s", s.rate_per_s),
+            "rate_per_s",
+            json!(s.rate_per_s),
+        ),
+        (
+            "ring",
+            format!("{}, segment {}", kib(s.ring_capacity), s.epoch),
+            "ring_capacity",
+            json!(s.ring_capacity),
+        ),
+        ("ring fill", fill, "ring_fill", json!(s.ring_fill)),
+        ("", String::new(), "epoch", json!(s.epoch)),
+        (
+            "next seq",
+            s.next_seq.to_string(),
+            "next_seq",
+            json!(s.next_seq),
+        ),
+        (
+            "history",
+            format!("{} rows", s.history_rows),
+            "history_rows",
+            json!(s.history_rows),
+        ),
+        ("health", s.health.clone(), "health", json!(s.health)),
+    ]
+}
+
+pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
+    let path = cli.socket()?;
+    let opts = ConnectOptions {
+        name: "firehose status".into(),
+        ..ConnectOptions::default()
+    };
+    let mut client: Client<FileEvent> = Client::connect(&path, &opts)?;
+    let s = client.status()?;
+    client.bye();
+    let socket = path.display().to_string();
+    let fields = fields(&s, &socket);
+    if a.json {
+        let mut obj = serde_json::Map::new();
+        for (_, _, key, v) in fields {
+            obj.insert(key.into(), v);
+        }
+        let readers: Vec<Value> = s
+            .readers
+            .iter()
+            .map(|r| {
+                json!({"id": r.id, "pid": r.pid, "uid": r.uid, "name": r.name,
+                       "policy": policy(r.policy), "lag_bytes": r.lag_bytes})
+            })
+            .collect();
+        obj.insert("readers".into(), Value::Array(readers));
+        println!("{}", Value::Object(obj));
+        return Ok(code::OK);
+    }
+    let width = fields.iter().map(|f| f.0.len()).max().unwrap_or(0);
+    for (label, text, _, _) in fields.iter().filter(|f| !f.0.is_empty()) {
+        println!("{label:<width$}  {text}");
+    }
+    println!("{:<width$}  {}", "readers", s.readers.len());
+    if !s.readers.is_empty() {
+        println!(
+            "  {:>6} {:>8} {:>6} {:<8} {:>11}  name",
+            "id", "pid", "uid", "policy", "lag"
+        );
+        for r in &s.readers {
+            println!(
+                "  {:>6} {:>8} {:>6} {:<8} {:>11}  {}",
+                r.id,
+                r.pid,
+                r.uid,
+                policy(r.policy),
+                kib(r.lag_bytes),
+                r.name
+            );
+        }
+    }
+    Ok(code::OK)
+}

@@ -1,0 +1,104 @@
+//! [`OwnedEvent`]: an [`Event`] that owns its data, for keeping past the next call (a
+//! GUI's window of rows, a channel, an async stream).
+
+use firehose_transport::control::wire::DisconnectReason;
+use firehose_transport::record::{EventKind, FileEvent, GapReason};
+
+use crate::events::{Event, InstanceId, Record};
+
+/// An [`Event`] that owns its record. See [`Event`] for the meaning of each variant.
+///
+/// # Examples
+/// ```
+/// use firehose_consumer::{Event, OwnedEvent};
+/// let owned = OwnedEvent::Truncated { oldest: 10 };
+/// assert!(matches!(owned.as_event(), Event::Truncated { oldest: 10 }));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is documented on `Event`
+pub enum OwnedEvent {
+    Record(FileEvent),
+    Gap {
+        from: u64,
+        to: u64,
+        reason: GapReason,
+    },
+    Lagged {
+        from: u64,
+        to: u64,
+    },
+    Missing {
+        from: u64,
+        to: u64,
+    },
+    Truncated {
+        oldest: u64,
+    },
+    StorageGap {
+        from: u64,
+        to: u64,
+        reason: GapReason,
+    },
+    Disconnected {
+        reason: DisconnectReason,
+        detail: String,
+    },
+    Reconnected {
+        start_seq: u64,
+    },
+    OtherInstance {
+        expected: InstanceId,
+        found: InstanceId,
+    },
+}
+
+impl OwnedEvent {
+    /// Borrows it as an [`Event`].
+    ///
+    /// # Examples
+    /// ```
+    /// use firehose_consumer::OwnedEvent;
+    /// assert_eq!(OwnedEvent::Lagged { from: 1, to: 2 }.as_event().last_seq(), Some(2));
+    /// ```
+    pub fn as_event(&self) -> Event<'_> {
+        match self {
+            OwnedEvent::Record(e) => Event::Record(Record::Stored(e)),
+            &OwnedEvent::Gap { from, to, reason } => Event::Gap { from, to, reason },
+            &OwnedEvent::Lagged { from, to } => Event::Lagged { from, to },
+            &OwnedEvent::Missing { from, to } => Event::Missing { from, to },
+            &OwnedEvent::Truncated { oldest } => Event::Truncated { oldest },
+            &OwnedEvent::StorageGap { from, to, reason } => Event::StorageGap { from, to, reason },
+            OwnedEvent::Disconnected { reason, detail } => Event::Disconnected {
+                reason: *reason,
+                detail,
+            },
+            &OwnedEvent::Reconnected { start_seq } => Event::Reconnected { start_seq },
+            &OwnedEvent::OtherInstance { expected, found } => {
+                Event::OtherInstance { expected, found }
+            }
+        }
+    }
+
+    /// A history row as an event: a gap row (kind `Gap` with its end and reason) becomes
+    /// [`OwnedEvent::Gap`], anything else a record.
+    ///
+    /// # Examples
+    /// ```
+    /// use firehose_consumer::{EventKind, FileEvent, GapInfo, GapReason, OwnedEvent};
+    /// let row = FileEvent { seq: 4, time_ns: 0, kind: EventKind::Gap, path: vec![], path_to: None,
+    ///     rule: 0, size: None, gap: Some(GapInfo { to: 6, reason: GapReason::NotStored }) };
+    /// assert_eq!(OwnedEvent::from_row(row),
+    ///     OwnedEvent::Gap { from: 4, to: 6, reason: GapReason::NotStored });
+    /// ```
+    pub fn from_row(row: FileEvent) -> Self {
+        match row.gap {
+            Some(g) if row.kind == EventKind::Gap => OwnedEvent::Gap {
+                from: row.seq,
+                to: g.to,
+                reason: g.reason,
+            },
+            _ => OwnedEvent::Record(row),
+        }
+    }
+}

@@ -144,7 +144,8 @@ mod tests {
     fn parses_relative_times() {
         let now = 10_000 * 1_000_000_000;
         assert_eq!(parse_time("10m", now), Ok(now - 600 * 1_000_000_000));
-        assert_eq!(parse_time("2h", now), Ok(0));
+        assert_eq!(parse_time("2h", now), Ok(now - 7200 * 1_000_000_000));
+        assert_eq!(parse_time("3d", now), Ok(0), "saturates at the epoch");
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("2026-13-01T00:00:00Z", now).is_err());
     }

@@ -337,3 +337,49 @@ fn tail_without_backfill_exits_3_when_the_service_leaves() {
         "{e}"
     );
 }
+
+#[test]
+fn tail_backfill_bridges_a_service_restart() {
+    let (_dir, path) = socket_dir();
+    let h = history();
+    let a = Fake::start(&path, h.clone(), Config::default());
+    a.publish(30, EventKind::Create);
+    let mut child = firehose(&path)
+        .args(["tail", "--json", "--backfill", "--count", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seqs = Vec::new();
+    let mut notices = Vec::new();
+    let mut read_until = |n: usize, seqs: &mut Vec<u64>| {
+        while seqs.len() < n {
+            let l = lines.next().expect("tail ended early").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            match v["seq"].as_u64() {
+                Some(s) => seqs.push(s),
+                None => notices.push(v),
+            }
+        }
+    };
+    read_until(30, &mut seqs);
+    a.stop();
+    let b = Fake::start(
+        &path,
+        h,
+        Config {
+            first_seq: 31,
+            ..Config::default()
+        },
+    );
+    b.publish(15, EventKind::Modify); // stored while tail may still be away
+    read_until(40, &mut seqs);
+    b.publish(15, EventKind::Remove);
+    read_until(60, &mut seqs);
+    assert_eq!(seqs, (1..=60).collect::<Vec<u64>>());
+    assert!(
+        notices.iter().any(|n| n.get("reconnected").is_some()),
+        "{notices:?}"
+    );
+    assert_eq!(wait(child).code(), Some(0));
+}

@@ -3,9 +3,11 @@
 //! - [`filters`]: filter documents (TOML) compiled into one matcher, reloaded live;
 //! - [`watch`]: the file watcher (notify/inotify), rename pairing, scans of new directories;
 //! - [`history`]: the history database (SQLite, WAL), its writer thread and its queries;
-//! - [`lease`]: the seq lease that keeps seqs unique across crashes.
+//! - [`lease`]: the seq lease that keeps seqs unique across crashes;
+//! - [`service`]: the service that ties them together (`firehosed`), its options and install.
 
 pub mod filters;
 pub mod history;
 pub mod lease;
+pub mod service;
 pub mod watch;

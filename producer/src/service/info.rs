@@ -1,0 +1,240 @@
+//! What the control socket asks the service beyond the ring: history bounds for the
+//! welcome, history queries (page by page, on read-only connections, concurrent with the
+//! writer), and the service's part of the status report.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use firehose_transport::control::server::{QueryRows, QueryStep, ServiceInfo};
+use firehose_transport::control::wire::{HistoryQuery, QueryEnd, Status};
+use firehose_transport::record::FileEvent;
+
+use super::pipeline::PipelineStats;
+use crate::history::{Health, HistoryReader, HistoryWriter};
+use crate::lease::{Lease, LeaseHealth};
+use crate::watch::Watcher;
+
+/// How long a backfill waits for its range to be committed before it is answered with
+/// what is there.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The service's [`ServiceInfo`].
+#[derive(Debug)]
+pub struct Info {
+    /// The database.
+    pub db: PathBuf,
+    /// The writer (commit progress, health, counters).
+    pub writer: Arc<HistoryWriter>,
+    /// The lease (its health).
+    pub lease: Arc<Lease>,
+    /// The watcher (unwatched directories), if any.
+    pub watcher: Option<Arc<Watcher>>,
+    /// The pipeline's counters and rules.
+    pub stats: Arc<PipelineStats>,
+    /// A reader for bounds (opened lazily).
+    pub reader: Option<HistoryReader>,
+}
+
+impl Info {
+    fn reader(&mut self) -> Option<&HistoryReader> {
+        if self.reader.is_none() {
+            self.reader = HistoryReader::open(&self.db).ok();
+        }
+        self.reader.as_ref()
+    }
+}
+
+impl ServiceInfo for Info {
+    fn history_bounds(&self) -> (u64, u64) {
+        let oldest = HistoryReader::open(&self.db)
+            .ok()
+            .and_then(|r| r.oldest_seq().ok().flatten())
+            .unwrap_or(0);
+        (oldest, self.writer.committed_seq())
+    }
+
+    fn query(&mut self, q: &HistoryQuery) -> Box<dyn QueryRows> {
+        let oldest = self.reader().and_then(|r| r.oldest_seq().ok().flatten());
+        match HistoryReader::open(&self.db) {
+            Ok(reader) => Box::new(Answer {
+                reader,
+                q: q.clone(),
+                next_lo: q.seq.map_or(0, |(lo, _)| lo),
+                sent: 0,
+                oldest,
+                writer: self.writer.clone(),
+                next_seq: self.stats.next_seq.load(Ordering::Relaxed),
+                waiting_since: None,
+            }),
+            Err(e) => {
+                tracing::error!("cannot open the history database for a query: {e}");
+                Box::new(firehose_transport::control::server::NoRows(
+                    QueryEnd::Unavailable,
+                ))
+            }
+        }
+    }
+
+    fn status(&self, st: &mut Status) {
+        let rules = self
+            .stats
+            .rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(rules) = &rules {
+            st.roots = rules
+                .roots()
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect();
+            st.rules = rules.rules().len() as u32;
+        }
+        st.rate_per_s = self.stats.rate_1s.load(Ordering::Relaxed);
+        st.next_seq = self.stats.next_seq.load(Ordering::Relaxed);
+        let ws = self.writer.stats();
+        st.history_rows = ws.rows;
+        let mut problems = Vec::new();
+        if let Health::Degraded { reason, .. } = self.writer.health() {
+            problems.push(format!("storage degraded: {reason}"));
+        }
+        if let LeaseHealth::Failing { reason, .. } = self.lease.health() {
+            problems.push(format!(
+                "seq lease failing (publishing stops at seq {}): {reason}",
+                self.lease.end()
+            ));
+        }
+        if let Some(w) = &self.watcher {
+            let ws = w.status();
+            if ws.unwatched_count > 0 {
+                problems.push(format!(
+                    "{} directories unwatched (inotify watch limit), e.g. {}",
+                    ws.unwatched_count,
+                    ws.unwatched
+                        .iter()
+                        .take(3)
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if !ws.gone_roots.is_empty() {
+                problems.push(format!(
+                    "roots gone: {}",
+                    ws.gone_roots
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if let Some(e) = self
+            .stats
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            problems.push(format!("last filter reload rejected: {e}"));
+        }
+        let counters = format!(
+            "records {} (1 s: {}/s, 1 min: {}/s), overflows {}, writer overflowed {}, not stored (failed) {}, retention removed {}, lease-blocked {}",
+            self.stats.records.load(Ordering::Relaxed),
+            st.rate_per_s,
+            self.stats.rate_60s.load(Ordering::Relaxed),
+            self.stats.overflows.load(Ordering::Relaxed),
+            ws.overflowed,
+            ws.store_failed,
+            ws.retention_removed,
+            self.stats.lease_blocked.load(Ordering::Relaxed),
+        );
+        st.health = if problems.is_empty() {
+            format!("ok; {counters}")
+        } else {
+            format!("{}; {counters}", problems.join("; "))
+        };
+    }
+}
+
+/// One query being answered, page by page (keyset by seq: each page is a fresh cursor over
+/// what is left of the range, one short read transaction).
+struct Answer {
+    reader: HistoryReader,
+    q: HistoryQuery,
+    /// The lowest seq not yet scanned.
+    next_lo: u64,
+    sent: u64,
+    /// Oldest seq history held when the query began.
+    oldest: Option<u64>,
+    writer: Arc<HistoryWriter>,
+    /// Seqs below this were given out when the query began.
+    next_seq: u64,
+    waiting_since: Option<Instant>,
+}
+
+impl QueryRows for Answer {
+    fn next_rows(&mut self, out: &mut Vec<FileEvent>, max: usize) -> QueryStep {
+        // A backfill of a range that is given out but not yet committed waits for it.
+        if let Some((_, hi)) = self.q.seq {
+            let want = hi.min(self.next_seq.saturating_sub(1));
+            if want > self.writer.committed_seq() {
+                let since = *self.waiting_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < COMMIT_WAIT {
+                    return QueryStep::Pending;
+                }
+            }
+        }
+        let hi = self.q.seq.map_or(u64::MAX >> 1, |(_, hi)| hi);
+        if self.next_lo > hi {
+            return QueryStep::Done(self.end());
+        }
+        let mut page = self.q.clone();
+        page.seq = Some((self.next_lo, hi));
+        page.limit = if self.q.limit == 0 {
+            0
+        } else {
+            self.q.limit - self.sent
+        };
+        let before = out.len();
+        let end = match self.reader.query(&page, false) {
+            Ok(mut cursor) => match cursor.next_page(out, max) {
+                Ok(end) => end,
+                Err(e) => {
+                    tracing::error!("a history query failed: {e}");
+                    return QueryStep::Done(QueryEnd::Unavailable);
+                }
+            },
+            Err(e) => {
+                tracing::error!("a history query failed: {e}");
+                return QueryStep::Done(QueryEnd::Unavailable);
+            }
+        };
+        self.sent += (out.len() - before) as u64;
+        if let Some(last) = out[before..].last() {
+            self.next_lo = last.seq + 1;
+        }
+        match end {
+            None if out.len() == before => {
+                // A page that scanned without a match (a selective glob): carry on later
+                // from where it would go next; the cursor scanned at least up to here.
+                QueryStep::More
+            }
+            None => QueryStep::More,
+            Some(QueryEnd::Complete) => QueryStep::Done(self.end()),
+            Some(other) => QueryStep::Done(other),
+        }
+    }
+}
+
+impl Answer {
+    fn end(&self) -> QueryEnd {
+        let lo = self.q.seq.map_or(0, |(lo, _)| lo);
+        match self.oldest {
+            Some(oldest) if lo < oldest && self.q.seq.is_some() => QueryEnd::Truncated { oldest },
+            _ => QueryEnd::Complete,
+        }
+    }
+}

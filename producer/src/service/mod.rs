@@ -1,0 +1,278 @@
+//! The service itself: `firehosed [OPTIONS]` runs it, in the foreground from a terminal and
+//! under a service manager alike.
+//!
+//! Threads: the watcher (its own), the pipeline (filter, seq, coalesce; [`pipeline`]), the
+//! history writer (its own), the ring publisher ([`publisher`]), the lease renewer, the
+//! filter-document watcher, and the control socket loop (this module). SIGTERM and SIGINT
+//! shut down cleanly: the pipeline drains, the ring is closed (readers read to its end),
+//! clients are told why, the database is flushed, the lease is marked clean, the socket
+//! removed.
+
+pub mod config;
+pub mod info;
+pub mod install;
+pub mod pipeline;
+pub mod publisher;
+pub mod synthetic;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use firehose_transport::control::place::{bind, Access};
+use firehose_transport::control::server::{
+    raise_fd_limit, Server, ServerConfig, FDS_PER_CONNECTION,
+};
+use firehose_transport::record::{FileEvent, GapReason};
+use firehose_transport::ring::{Producer, RingConfig};
+
+pub use config::{ServiceArgs, ServiceConfig};
+
+use crate::filters::{FilterWatcher, RuleSet};
+use crate::history::{schema::companion_files, HistoryWriter, Retention, WriterConfig};
+use crate::lease::{Lease, LeaseConfig};
+use crate::watch::{WatchConfig, Watcher};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Relaxed: a flag polled by the main loop; only async-signal-safe work here.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() -> anyhow::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &action) }
+            .with_context(|| format!("installing a {sig} handler"))?;
+    }
+    Ok(())
+}
+
+/// Sets up logging through tracing: `RUST_LOG` if set, else `level`.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "firehose={level},firehose_producer={level},firehosed={level},{level}"
+        ))
+    });
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The lease file beside the database: `history.lease` for `history.db`.
+pub fn lease_path(db: &Path) -> PathBuf {
+    db.with_extension("lease")
+}
+
+fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Anything that keeps it from starting: a broken filter document, a database or lease file
+/// it cannot open, a socket it cannot bind (another service running), a ring it cannot make.
+pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_level);
+    let cfg = args.resolve()?;
+    install_signal_handlers()?;
+    let rules = RuleSet::load_dir(&cfg.filters, &cfg.watch).map_err(|e| {
+        anyhow::anyhow!(
+            "the filter documents in {} have errors:\n{e}",
+            cfg.filters.display()
+        )
+    })?;
+    if let Some(parent) = cfg.db.parent() {
+        make_private_dir(parent)?;
+    }
+    let writer = HistoryWriter::open(
+        &cfg.db,
+        WriterConfig {
+            retention: Retention {
+                max_rows: cfg.max_rows,
+                max_age: cfg.max_age,
+                max_bytes: cfg.max_bytes,
+            },
+            ..WriterConfig::default()
+        },
+    )
+    .with_context(|| format!("opening the history database {}", cfg.db.display()))?;
+    let writer = Arc::new(writer);
+    let last = writer.committed_seq();
+    let (lease, recovery) = Lease::open(
+        &lease_path(&cfg.db),
+        writer.instance_id(),
+        (last > 0).then_some(last),
+        LeaseConfig::default(),
+    )?;
+    let lease = Arc::new(lease);
+    let mut first_seq = recovery.next_seq;
+    if let Some((from, to)) = recovery.crash_gap {
+        tracing::warn!("the last run did not stop cleanly: seqs {from}..={to} were leased but never used (recorded as a crash gap)");
+        writer.submit(pipeline::gap_row(from, to, GapReason::Crash));
+        first_seq = from;
+    }
+    let access = Access {
+        allow_uids: cfg.allow_uid.clone(),
+        allow_gids: cfg.allow_gid.clone(),
+    };
+    let bound = bind(&cfg.socket, &access)?;
+    let producer = Producer::<FileEvent>::new(RingConfig {
+        capacity: cfg.ring_size,
+        lossless_wait: Duration::from_millis(250),
+        first_seq,
+        ..RingConfig::default()
+    })
+    .context("making the ring")?;
+    let producer = Arc::new(Mutex::new(producer));
+    if let Some((_, to)) = recovery.crash_gap {
+        let mut p = producer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = p.stage_gap(to, GapReason::Crash.code());
+        let _ = p.commit();
+    }
+    let publisher = publisher::Publisher::start(producer.clone(), 65_536)?;
+    // The watcher: the rules' roots and the --watch roots; never the service's own files.
+    let mut roots = rules.roots();
+    for r in &cfg.watch {
+        if !roots.contains(r) {
+            roots.push(r.clone());
+        }
+    }
+    let mut ignore: Vec<PathBuf> = companion_files(&cfg.db).to_vec();
+    ignore.push(lease_path(&cfg.db));
+    let (watcher, watch_rx) = if roots.is_empty() {
+        (None, None)
+    } else {
+        let (w, rx) = Watcher::start(WatchConfig {
+            roots: roots.clone(),
+            ignore,
+            ..WatchConfig::default()
+        })?;
+        (Some(Arc::new(w)), Some(rx))
+    };
+    let (filter_watcher, reloads) = match FilterWatcher::spawn(&cfg.filters, &rules) {
+        Ok((w, rx)) => (Some(w), Some(rx)),
+        Err(e) => {
+            tracing::warn!("filter documents will not be reloaded live: {e}");
+            (None, None)
+        }
+    };
+    let (synthetic, synth_rx) = match cfg.synthetic {
+        Some(rate) => {
+            let root = roots
+                .first()
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/synthetic"));
+            let (s, rx) = synthetic::start(root, rate, cfg.synthetic_path_len)?;
+            (Some(s), Some(rx))
+        }
+        None => (None, None),
+    };
+    let stats = Arc::new(pipeline::PipelineStats::default());
+    let info = info::Info {
+        db: cfg.db.clone(),
+        writer: writer.clone(),
+        lease: lease.clone(),
+        watcher: watcher.clone(),
+        stats: stats.clone(),
+        reader: None,
+    };
+    let fd_limit = raise_fd_limit().unwrap_or(1024);
+    let server_config = ServerConfig {
+        access,
+        max_connections: (fd_limit.saturating_sub(128) / FDS_PER_CONNECTION).max(8) as usize,
+        lossless_uids: cfg.allow_lossless_uid.clone(),
+        instance_id: writer.instance_id().to_be_bytes(),
+        ..ServerConfig::default()
+    };
+    let mut server = Server::new(
+        bound.listener.try_clone()?,
+        producer.clone(),
+        Box::new(info),
+        server_config,
+    )?;
+    let mut pipe = pipeline::Pipeline::new(
+        rules,
+        writer.clone(),
+        publisher,
+        lease.clone(),
+        watcher.clone(),
+        cfg.watch.clone(),
+        recovery.next_seq,
+        stats,
+    );
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let inputs = pipeline::Inputs {
+        watch: watch_rx,
+        synthetic: synth_rx,
+        reloads,
+        stop: stop_rx,
+    };
+    let pipe_thread = std::thread::Builder::new()
+        .name("firehose-pipeline".into())
+        .spawn(move || {
+            pipe.run(inputs);
+            pipe
+        })?;
+    tracing::info!(
+        "firehosed {} serving {} (pid {}), roots {:?}, database {}, ring {} KiB, next seq {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.socket.display(),
+        std::process::id(),
+        roots,
+        cfg.db.display(),
+        cfg.ring_size >> 10,
+        recovery.next_seq
+    );
+    while !STOP.load(Ordering::Relaxed) {
+        if let Err(e) = server.poll_once(Duration::from_millis(100)) {
+            tracing::error!("the control socket loop failed: {e}");
+            break;
+        }
+    }
+    tracing::info!("shutting down");
+    drop(synthetic);
+    drop(filter_watcher);
+    let _ = stop_tx.send(());
+    let pipe = pipe_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    let next_seq = pipe.next_seq();
+    let publisher = pipe.into_publisher();
+    // Readers read the ring to its end, then learn it closed; clients are told why.
+    publisher.finish();
+    server.shutdown();
+    drop(server);
+    drop(watcher);
+    match Arc::try_unwrap(writer) {
+        Ok(w) => w.shutdown().context("flushing the history database")?,
+        Err(w) => w.flush().context("flushing the history database")?,
+    }
+    match Arc::try_unwrap(lease) {
+        Ok(l) => l.close_clean(next_seq)?,
+        Err(_) => tracing::warn!("the lease is still shared; not marked clean"),
+    }
+    drop(bound);
+    tracing::info!("stopped at seq {next_seq}");
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! The record path inside the service, on one thread:
+//!
+//! ```text
+//!  watcher events ─┐
+//!  synthetic load ─┼─► filter (one RuleSet) ─► coalesce (per rule) ─► seq (lease) ─┬─► history writer
+//!  reloads ────────┘                                                               └─► ring publisher
+//! ```
+//!
+//! Every matching event gets the next seq (never reused: the lease covers it). A record of a
+//! rule with `store = false` leaves a `NotStored` gap in history; one with `stream = false`
+//! leaves a `NotStreamed` gap in the ring (the publisher fills holes in the seq line).
+//! Neither side waits for the other: the writer's queue and the publisher's queue are both
+//! bounded and never block this thread.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver};
+use firehose_transport::record::{EventKind, FileEvent, GapInfo, GapReason};
+
+use super::publisher::{PubItem, Publisher};
+use crate::filters::{Coalescer, Reload, RuleSet, OVERFLOW_RULE_ID};
+use crate::history::HistoryWriter;
+use crate::lease::Lease;
+use crate::watch::{RawEvent, WatchEvent, Watcher};
+
+/// Counters and the current rules, shared with the status report.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Events the filter saw.
+    pub seen: AtomicU64,
+    /// Records made (seqs given out).
+    pub records: AtomicU64,
+    /// Overflow records.
+    pub overflows: AtomicU64,
+    /// Events dropped because the lease could not be renewed (no seq given).
+    pub lease_blocked: AtomicU64,
+    /// Records per second over the last second and the last minute.
+    pub rate_1s: AtomicU64,
+    /// Records per second over the last minute.
+    pub rate_60s: AtomicU64,
+    /// The next seq.
+    pub next_seq: AtomicU64,
+    /// Filter reloads applied and rejected.
+    pub reloads: AtomicU64,
+    /// Filter reloads rejected.
+    pub reload_errors: AtomicU64,
+    /// The last rejected reload's errors.
+    pub last_reload_error: Mutex<Option<String>>,
+    /// The rules in force (shared read-only copies for status).
+    pub rules: Mutex<Option<Arc<RuleSet>>>,
+}
+
+/// What the pipeline thread owns.
+pub struct Pipeline {
+    /// The rules in force.
+    pub rules: Arc<RuleSet>,
+    /// Store/stream flags by rule id (for records that come out of the coalescer).
+    flags: HashMap<u32, (bool, bool)>,
+    /// The history writer.
+    pub writer: Arc<HistoryWriter>,
+    /// The ring publisher.
+    pub publisher: Publisher,
+    /// The seq lease.
+    pub lease: Arc<Lease>,
+    /// The watcher (roots follow the rules).
+    pub watcher: Option<Arc<Watcher>>,
+    /// `--watch` roots (always watched).
+    pub base_roots: Vec<PathBuf>,
+    next_seq: u64,
+    coalescer: Coalescer<FileEvent>,
+    /// A `NotStored` range waiting to be written as one gap row.
+    not_stored: Option<(u64, u64)>,
+    stats: Arc<PipelineStats>,
+    window: RateWindow,
+    out: Vec<FileEvent>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Inputs besides the watcher.
+#[derive(Debug)]
+pub struct Inputs {
+    /// Watcher events.
+    pub watch: Option<Receiver<WatchEvent>>,
+    /// Synthetic batches.
+    pub synthetic: Option<Receiver<Vec<RawEvent>>>,
+    /// Filter reloads.
+    pub reloads: Option<Receiver<Reload>>,
+    /// Closed (or a message) to stop.
+    pub stop: Receiver<()>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn flags_of(rules: &RuleSet) -> HashMap<u32, (bool, bool)> {
+    rules
+        .rules()
+        .iter()
+        .map(|r| (r.id, (r.store, r.stream)))
+        .collect()
+}
+
+/// Records per second over a sliding second and minute.
+#[derive(Debug)]
+struct RateWindow {
+    started: Instant,
+    /// Records in each of the last 60 seconds (ring by second number).
+    per_sec: [u64; 60],
+    sec: u64,
+}
+
+impl RateWindow {
+    fn new() -> Self {
+        RateWindow {
+            started: Instant::now(),
+            per_sec: [0; 60],
+            sec: 0,
+        }
+    }
+
+    fn tick(&mut self, n: u64, stats: &PipelineStats) {
+        let s = self.started.elapsed().as_secs();
+        while self.sec < s {
+            self.sec += 1;
+            stats.rate_1s.store(
+                self.per_sec[((self.sec - 1) % 60) as usize],
+                Ordering::Relaxed,
+            );
+            self.per_sec[(self.sec % 60) as usize] = 0;
+            let minute: u64 = self.per_sec.iter().sum();
+            stats.rate_60s.store(minute / 60, Ordering::Relaxed);
+        }
+        self.per_sec[(self.sec % 60) as usize] += n;
+    }
+}
+
+impl Pipeline {
+    /// A pipeline starting at `next_seq`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rules: RuleSet,
+        writer: Arc<HistoryWriter>,
+        publisher: Publisher,
+        lease: Arc<Lease>,
+        watcher: Option<Arc<Watcher>>,
+        base_roots: Vec<PathBuf>,
+        next_seq: u64,
+        stats: Arc<PipelineStats>,
+    ) -> Self {
+        let rules = Arc::new(rules);
+        *stats.rules.lock().unwrap_or_else(|e| e.into_inner()) = Some(rules.clone());
+        stats.next_seq.store(next_seq, Ordering::Relaxed);
+        Pipeline {
+            flags: flags_of(&rules),
+            rules,
+            writer,
+            publisher,
+            lease,
+            watcher,
+            base_roots,
+            next_seq,
+            coalescer: Coalescer::new(65_536),
+            not_stored: None,
+            stats,
+            window: RateWindow::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The next seq.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Ends the pipeline, dropping its shares of the writer, lease and watcher, and hands
+    /// back the publisher (to finish it).
+    pub fn into_publisher(self) -> Publisher {
+        self.publisher
+    }
+
+    /// Runs until `inputs.stop` fires or every input closes; then flushes the coalescer and
+    /// the pending gap.
+    pub fn run(&mut self, inputs: Inputs) {
+        let watch = inputs.watch.unwrap_or_else(crossbeam_channel::never);
+        let synth = inputs.synthetic.unwrap_or_else(crossbeam_channel::never);
+        let reloads = inputs.reloads.unwrap_or_else(crossbeam_channel::never);
+        loop {
+            let timeout = self
+                .coalescer
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(200))
+                .min(Duration::from_millis(200));
+            select! {
+                recv(watch) -> ev => match ev {
+                    Ok(ev) => self.on_watch(ev),
+                    Err(_) => {
+                        if self.watcher.is_some() {
+                            tracing::error!("the watcher stopped; no more file events");
+                            self.watcher = None;
+                        }
+                    }
+                },
+                recv(synth) -> batch => {
+                    if let Ok(batch) = batch {
+                        for ev in batch {
+                            self.on_event(ev);
+                        }
+                    }
+                },
+                recv(reloads) -> r => {
+                    if let Ok(r) = r {
+                        self.on_reload(r);
+                    }
+                },
+                recv(inputs.stop) -> _ => break,
+                default(timeout) => {}
+            }
+            self.flush_due();
+        }
+        let rest = self.coalescer.flush_all();
+        for ev in rest {
+            self.emit_coalesced(ev);
+        }
+        self.flush_not_stored();
+    }
+
+    fn flush_due(&mut self) {
+        let now = Instant::now();
+        let mut due = std::mem::take(&mut self.out);
+        self.coalescer.flush_due_into(now, &mut due);
+        for ev in due.drain(..) {
+            self.emit_coalesced(ev);
+        }
+        self.out = due;
+        self.window.tick(0, &self.stats);
+        // A NotStored range is written once a second at the latest, so history never lags
+        // far behind the stream.
+        self.flush_not_stored();
+    }
+
+    fn on_watch(&mut self, ev: WatchEvent) {
+        match ev {
+            WatchEvent::Event(raw) => self.on_event(raw),
+            WatchEvent::Overflow { root, reason } => {
+                tracing::warn!(
+                    "events were lost ({reason:?}) under {}; the tree is being walked again",
+                    root.as_deref()
+                        .map(|r| r.display().to_string())
+                        .unwrap_or_else(|| "every root".into())
+                );
+                self.stats.overflows.fetch_add(1, Ordering::Relaxed);
+                let path = root
+                    .map(|r| r.into_os_string().into_vec())
+                    .unwrap_or_default();
+                self.emit(
+                    FileEvent {
+                        seq: 0,
+                        time_ns: now_ns(),
+                        kind: EventKind::Overflow,
+                        path,
+                        path_to: None,
+                        rule: OVERFLOW_RULE_ID,
+                        size: None,
+                        gap: None,
+                    },
+                    true,
+                    true,
+                );
+            }
+            WatchEvent::RootGone(root) => {
+                tracing::warn!(
+                    "watched root {} is gone; watching for its return",
+                    root.display()
+                );
+                self.on_event(RawEvent {
+                    time_ns: now_ns(),
+                    kind: EventKind::Remove,
+                    path: root,
+                    path_to: None,
+                    size: None,
+                    is_dir: true,
+                });
+            }
+            WatchEvent::RootBack(root) => {
+                tracing::info!("watched root {} is back", root.display());
+                self.on_event(RawEvent {
+                    time_ns: now_ns(),
+                    kind: EventKind::Create,
+                    path: root,
+                    path_to: None,
+                    size: None,
+                    is_dir: true,
+                });
+            }
+            WatchEvent::WatchLimit(limit) => {
+                tracing::error!("{}", limit.message);
+            }
+        }
+    }
+
+    fn on_reload(&mut self, r: Reload) {
+        let mut rules = (*self.rules).clone();
+        match r.apply_to(&mut rules) {
+            Ok(diff) => {
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    "filter documents reloaded: {} rules; roots added {:?}, removed {:?}",
+                    rules.rules().len(),
+                    diff.added,
+                    diff.removed
+                );
+                if !diff.is_empty() {
+                    if let Some(w) = &self.watcher {
+                        let mut roots = rules.roots();
+                        for b in &self.base_roots {
+                            if !roots.contains(b) {
+                                roots.push(b.clone());
+                            }
+                        }
+                        if let Err(e) = w.set_roots(roots) {
+                            tracing::error!("cannot watch the new roots: {e}");
+                        }
+                    }
+                }
+                self.flags = flags_of(&rules);
+                self.rules = Arc::new(rules);
+                *self.stats.rules.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(self.rules.clone());
+            }
+            Err(errors) => {
+                self.stats.reload_errors.fetch_add(1, Ordering::Relaxed);
+                let text = errors.to_string();
+                tracing::error!("a filter document has errors; the previous rules stay: {text}");
+                *self
+                    .stats
+                    .last_reload_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(text);
+            }
+        }
+    }
+
+    /// One event from the watcher or the synthetic source.
+    pub fn on_event(&mut self, raw: RawEvent) {
+        self.stats.seen.fetch_add(1, Ordering::Relaxed);
+        let path = raw.path.into_os_string().into_vec();
+        let Some(m) = self.rules.matches(&path, raw.kind) else {
+            return;
+        };
+        let ev = FileEvent {
+            seq: 0,
+            time_ns: raw.time_ns,
+            kind: raw.kind,
+            path,
+            path_to: raw.path_to.map(|p| p.into_os_string().into_vec()),
+            rule: m.rule,
+            size: raw.size,
+            gap: None,
+        };
+        if m.coalesce.is_some() {
+            let mut out = std::mem::take(&mut self.out);
+            self.coalescer
+                .push(ev, m.coalesce, Instant::now(), &mut out);
+            for ev in out.drain(..) {
+                self.emit_coalesced(ev);
+            }
+            self.out = out;
+        } else {
+            self.emit(ev, m.store, m.stream);
+        }
+    }
+
+    fn emit_coalesced(&mut self, ev: FileEvent) {
+        let (store, stream) = self.flags.get(&ev.rule).copied().unwrap_or((true, true));
+        self.emit(ev, store, stream);
+    }
+
+    /// Gives `ev` the next seq and sends it where its rule says.
+    fn emit(&mut self, mut ev: FileEvent, store: bool, stream: bool) {
+        let seq = self.next_seq;
+        if !self.lease.grant(seq) {
+            // The lease file cannot be renewed: no seq may be given out past its end.
+            self.stats.lease_blocked.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.next_seq += 1;
+        self.stats.next_seq.store(self.next_seq, Ordering::Relaxed);
+        self.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.window.tick(1, &self.stats);
+        ev.seq = seq;
+        if store {
+            self.flush_not_stored();
+        } else {
+            self.not_stored = match self.not_stored {
+                Some((from, _)) => Some((from, seq)),
+                None => Some((seq, seq)),
+            };
+        }
+        match (store, stream) {
+            (true, true) => {
+                self.writer.submit(ev.clone());
+                self.publisher.offer(PubItem::Record(ev));
+            }
+            (true, false) => {
+                self.writer.submit(ev);
+            }
+            (false, true) => {
+                self.publisher.offer(PubItem::Record(ev));
+            }
+            (false, false) => {}
+        }
+    }
+
+    fn flush_not_stored(&mut self) {
+        if let Some((from, to)) = self.not_stored.take() {
+            self.writer.submit(gap_row(from, to, GapReason::NotStored));
+        }
+    }
+}
+
+/// A gap row: seqs `from ..= to` missing for `reason`.
+pub fn gap_row(from: u64, to: u64, reason: GapReason) -> FileEvent {
+    FileEvent {
+        seq: from,
+        time_ns: now_ns(),
+        kind: EventKind::Gap,
+        path: Vec::new(),
+        path_to: None,
+        rule: 0,
+        size: None,
+        gap: Some(GapInfo { to, reason }),
+    }
+}

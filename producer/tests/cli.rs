@@ -1,4 +1,5 @@
-//! The two commands together: `firehosed serve` and `firehose tail` / `status` / `doctor`.
+//! The two commands together: `firehosed --synthetic` and `firehose tail` / `status` /
+//! `doctor`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -37,9 +38,16 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn start(sock: &str) -> Service {
+    let dir = Path::new(sock).parent().unwrap();
+    let db = dir.join("state/history.db");
+    let filters = dir.join("filters");
     let svc = Service(
         Command::new(FIREHOSED)
-            .args(["serve", "--socket", sock, "--rate", "5000"])
+            .args(["--socket", sock, "--synthetic", "5000"])
+            .arg("--db")
+            .arg(&db)
+            .arg("--filters")
+            .arg(&filters)
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -61,7 +69,7 @@ fn tail_status_and_doctor_talk_to_a_running_service() {
     let sock = format!("{dir}/f.sock");
     let mut svc = start(&sock);
 
-    let out = run(&["--socket", &sock, "tail", "--count", "20"]);
+    let out = run(&["--socket", &sock, "tail", "--json", "--count", "20"]);
     assert!(
         out.status.success(),
         "{}",
@@ -70,26 +78,33 @@ fn tail_status_and_doctor_talk_to_a_running_service() {
     let text = String::from_utf8(out.stdout).unwrap();
     let seqs: Vec<u64> = text
         .lines()
-        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .filter_map(|l| {
+            let i = l.find("\"seq\":")? + 6;
+            l[i..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
-    assert_eq!(seqs.len(), 20);
+    assert_eq!(seqs.len(), 20, "{text}");
     assert!(
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "consecutive seqs: {text}"
     );
-    assert!(text.contains("/home/user/project/src/"), "{text}");
+    assert!(text.contains("/synthetic/synthetic/"), "{text}");
 
     let out = run(&["--socket", &sock, "status"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        out.status.success() && text.contains(&format!("pid {}", svc.0.id())),
+        out.status.success() && text.contains(&svc.0.id().to_string()),
         "{text}"
     );
     assert!(text.contains("firehose status"), "{text}");
 
     let out = run(&["--socket", &sock, "doctor"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("service           ok"), "{text}");
+    assert!(text.contains("ok"), "{text}");
 
     // Stopping the service: a tail in progress is told why and exits with status 2.
     let tail = Command::new(firehose())
@@ -106,7 +121,7 @@ fn tail_status_and_doctor_talk_to_a_running_service() {
         .unwrap();
     assert!(st.success());
     let out = tail.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "disconnected by the service");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shutting down"), "{err}");
     assert!(svc.0.wait().unwrap().success());
@@ -119,7 +134,7 @@ fn doctor_says_when_no_service_runs() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("not running"), "{text}");
     let out = run(&["--socket", "/tmp/fh-cli-none/x.sock", "tail"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1), "the service cannot be reached");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
 }

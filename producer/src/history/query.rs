@@ -226,6 +226,13 @@ impl QueryCursor<'_> {
         self.done
     }
 
+    /// The seq window not yet scanned, inclusive: where an ascending answer carries on
+    /// (the lower end) or a descending one (the upper end). Lets a caller page with fresh
+    /// cursors, one per call, without rescanning rows a selective glob skipped.
+    pub fn remaining(&self) -> (u64, u64) {
+        (self.lo, self.hi)
+    }
+
     /// Runs one statement; appends matches (at most `room`); moves the window past the last
     /// row examined. Returns whether the window is exhausted.
     fn scan(

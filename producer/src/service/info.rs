@@ -95,7 +95,8 @@ impl ServiceInfo for Info {
         st.rate_per_s = self.stats.rate_1s.load(Ordering::Relaxed);
         st.next_seq = self.stats.next_seq.load(Ordering::Relaxed);
         let ws = self.writer.stats();
-        st.history_rows = ws.rows;
+        let db = HistoryReader::open(&self.db).and_then(|r| r.info()).ok();
+        st.history_rows = db.as_ref().map_or(ws.rows, |i| i.rows);
         let mut problems = Vec::new();
         if let Health::Degraded { reason, .. } = self.writer.health() {
             problems.push(format!("storage degraded: {reason}"));
@@ -141,7 +142,8 @@ impl ServiceInfo for Info {
             problems.push(format!("last filter reload rejected: {e}"));
         }
         let counters = format!(
-            "records {} (1 s: {}/s, 1 min: {}/s), overflows {}, writer overflowed {}, not stored (failed) {}, retention removed {}, lease-blocked {}",
+            "database {} MiB; records {} (1 s: {}/s, 1 min: {}/s), overflows {}, writer overflowed {}, not stored (failed) {}, retention removed {}, lease-blocked {}",
+            db.as_ref().map_or(0, |i| i.bytes >> 20),
             self.stats.records.load(Ordering::Relaxed),
             st.rate_per_s,
             self.stats.rate_60s.load(Ordering::Relaxed),
@@ -201,7 +203,11 @@ impl QueryRows for Answer {
         let before = out.len();
         let end = match self.reader.query(&page, false) {
             Ok(mut cursor) => match cursor.next_page(out, max) {
-                Ok(end) => end,
+                Ok(end) => {
+                    // Carry on after everything this page scanned, matched or not.
+                    self.next_lo = self.next_lo.max(cursor.remaining().0);
+                    end
+                }
                 Err(e) => {
                     tracing::error!("a history query failed: {e}");
                     return QueryStep::Done(QueryEnd::Unavailable);
@@ -217,11 +223,6 @@ impl QueryRows for Answer {
             self.next_lo = last.seq + 1;
         }
         match end {
-            None if out.len() == before => {
-                // A page that scanned without a match (a selective glob): carry on later
-                // from where it would go next; the cursor scanned at least up to here.
-                QueryStep::More
-            }
             None => QueryStep::More,
             Some(QueryEnd::Complete) => QueryStep::Done(self.end()),
             Some(other) => QueryStep::Done(other),

@@ -96,7 +96,18 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
     init_logging(&args.log_level);
     let cfg = args.resolve()?;
     install_signal_handlers()?;
-    let rules = RuleSet::load_dir(&cfg.filters, &cfg.watch).map_err(|e| {
+    // Synthetic load is made up under the first --watch root, else under /synthetic, which
+    // then counts as a root for the rules (not for the watcher).
+    let synthetic_root = cfg
+        .watch
+        .first()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("/synthetic"));
+    let mut rule_roots = cfg.watch.clone();
+    if cfg.synthetic.is_some() && !rule_roots.contains(&synthetic_root) {
+        rule_roots.push(synthetic_root.clone());
+    }
+    let rules = RuleSet::load_dir(&cfg.filters, &rule_roots).map_err(|e| {
         anyhow::anyhow!(
             "the filter documents in {} have errors:\n{e}",
             cfg.filters.display()
@@ -158,6 +169,9 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
             roots.push(r.clone());
         }
     }
+    if !cfg.watch.contains(&synthetic_root) {
+        roots.retain(|r| r != &synthetic_root);
+    }
     let mut ignore: Vec<PathBuf> = companion_files(&cfg.db).to_vec();
     ignore.push(lease_path(&cfg.db));
     let (watcher, watch_rx) = if roots.is_empty() {
@@ -179,11 +193,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
     };
     let (synthetic, synth_rx) = match cfg.synthetic {
         Some(rate) => {
-            let root = roots
-                .first()
-                .cloned()
-                .unwrap_or_else(|| PathBuf::from("/synthetic"));
-            let (s, rx) = synthetic::start(root, rate, cfg.synthetic_path_len)?;
+            let (s, rx) = synthetic::start(synthetic_root.clone(), rate, cfg.synthetic_path_len)?;
             (Some(s), Some(rx))
         }
         None => (None, None),
@@ -217,7 +227,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
         publisher,
         lease.clone(),
         watcher.clone(),
-        cfg.watch.clone(),
+        rule_roots,
         recovery.next_seq,
         stats,
     );

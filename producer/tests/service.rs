@@ -1,0 +1,557 @@
+//! `firehosed` as users run it: a real process on temporary directories, real inotify, its
+//! history read back over the control socket. Every wait is a bounded loop (a watchdog),
+//! never a timing assertion.
+
+use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use firehose_transport::control::client::{Client, ConnectOptions};
+use firehose_transport::control::wire::{HistoryQuery, QueryEnd, Status};
+use firehose_transport::record::{EventKind, FileEvent, GapReason};
+use firehose_transport::ring::{Event, Policy};
+
+const FIREHOSED: &str = env!("CARGO_BIN_EXE_firehosed");
+
+/// A scratch folder: watched trees, the database, the filters and the socket.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("fh-svc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("w")).unwrap();
+        std::fs::create_dir_all(d.join("filters")).unwrap();
+        Scratch(d.canonicalize().unwrap())
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Svc {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Svc {
+    fn start(s: &Scratch, db: &Path, extra: &[&str]) -> Svc {
+        let sock = s.p("s.sock");
+        let child = Command::new(FIREHOSED)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--db")
+            .arg(db)
+            .arg("--filters")
+            .arg(s.p("filters"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn firehosed");
+        let svc = Svc { child, sock };
+        // A socket file may be left from a killed run: wait until this service answers.
+        wait_for("the service to answer", Duration::from_secs(20), || {
+            Client::<FileEvent>::connect(&svc.sock, &ConnectOptions::default()).is_ok()
+        });
+        svc
+    }
+
+    fn client(&self) -> Client<FileEvent> {
+        Client::connect(
+            &self.sock,
+            &ConnectOptions {
+                name: "service test".into(),
+                policy: Policy::Lagging,
+                ..ConnectOptions::default()
+            },
+        )
+        .expect("connect")
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "a clean shutdown: {st}");
+        assert!(!self.sock.exists(), "the socket is removed");
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` after `limit`.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn history(c: &mut Client<FileEvent>) -> Vec<FileEvent> {
+    let (rows, end) = c
+        .query(HistoryQuery {
+            id: 1,
+            ..HistoryQuery::default()
+        })
+        .expect("query");
+    assert!(
+        matches!(end, QueryEnd::Complete | QueryEnd::Truncated { .. }),
+        "{end:?}"
+    );
+    rows
+}
+
+fn status(c: &mut Client<FileEvent>) -> Status {
+    c.status().expect("status")
+}
+
+/// (kind, path, to) of the file records in `rows`, relative to `root`.
+fn facts(rows: &[FileEvent], root: &Path) -> Vec<(EventKind, String, Option<String>)> {
+    let rel = |p: &[u8]| {
+        let p = Path::new(std::ffi::OsStr::from_bytes(p));
+        p.strip_prefix(root)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| p.display().to_string())
+    };
+    rows.iter()
+        .filter(|r| r.kind != EventKind::Gap)
+        .map(|r| (r.kind, rel(&r.path), r.path_to.as_deref().map(rel)))
+        .collect()
+}
+
+#[test]
+fn file_changes_are_recorded_once_each_with_the_right_kind_stored_and_streamed() {
+    let s = Scratch::new("changes");
+    let w = s.p("w");
+    let outside = s.p("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let svc = Svc::start(&s, &s.p("state/h.db"), &["--watch", w.to_str().unwrap()]);
+    let mut live = svc.client();
+    // The workload, and its ground truth.
+    std::fs::write(w.join("a"), b"1").unwrap();
+    std::fs::create_dir(w.join("d")).unwrap();
+    // A rename into a directory made a moment ago races with its watch (its half of the
+    // rename may come before the watch, and then it is a remove and a create): let the
+    // watch land first, as it has for any directory that is not brand new.
+    let mut c = svc.client();
+    wait_for("the new directory", Duration::from_secs(20), || {
+        facts(&history(&mut c), &w).iter().any(|f| f.1 == "d")
+    });
+    std::fs::rename(w.join("a"), w.join("d/a2")).unwrap();
+    std::fs::write(outside.join("m"), b"22").unwrap();
+    std::fs::rename(outside.join("m"), w.join("m")).unwrap();
+    std::fs::rename(w.join("m"), outside.join("m2")).unwrap();
+    std::fs::remove_file(w.join("d/a2")).unwrap();
+    std::fs::write(w.join("done"), b"").unwrap();
+    use EventKind::*;
+    let truth: Vec<(EventKind, String, Option<String>)> = vec![
+        (Create, "a".into(), None),
+        (CloseWrite, "a".into(), None),
+        (Create, "d".into(), None),
+        (Rename, "a".into(), Some("d/a2".into())),
+        (Create, "m".into(), None),
+        (Remove, "m".into(), None),
+        (Remove, "d/a2".into(), None),
+        (Create, "done".into(), None),
+        (CloseWrite, "done".into(), None),
+    ];
+
+    let mut rows = Vec::new();
+    wait_for(
+        "the history to hold every change",
+        Duration::from_secs(20),
+        || {
+            rows = history(&mut c);
+            facts(&rows, &w).len() >= truth.len()
+        },
+    );
+    assert_eq!(
+        facts(&rows, &w),
+        truth,
+        "each change once, in order, right kind"
+    );
+    // Seqs are consecutive from 1 (no gaps here) and the live reader got the same records.
+    let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=truth.len() as u64).collect::<Vec<_>>());
+    let mut streamed = Vec::new();
+    wait_for("the stream", Duration::from_secs(20), || {
+        if let Ok(b) = live.recv_timeout(64, Duration::from_millis(50)) {
+            for e in &b {
+                if let Event::Record(r) = e {
+                    streamed.push(r.seq());
+                }
+            }
+        }
+        streamed.len() >= truth.len()
+    });
+    assert_eq!(streamed, seqs);
+    svc.stop();
+}
+
+#[test]
+fn the_database_under_a_watched_root_does_not_feed_itself() {
+    let s = Scratch::new("own");
+    let w = s.p("w");
+    let db = w.join("state/h.db");
+    let svc = Svc::start(&s, &db, &["--watch", w.to_str().unwrap()]);
+    let mut c = svc.client();
+    for i in 0..20 {
+        std::fs::write(w.join(format!("f{i}")), b"x").unwrap();
+    }
+    let mut rows = Vec::new();
+    wait_for("40 records", Duration::from_secs(20), || {
+        rows = history(&mut c);
+        rows.len() >= 40
+    });
+    // Quiet now: the writer's own commits must not make records.
+    let before = status(&mut c).next_seq;
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = status(&mut c).next_seq;
+    assert_eq!(before, after, "the database's writes fed the stream");
+    let own = w.join("state");
+    assert!(
+        rows.iter().all(|r| {
+            let p = Path::new(std::ffi::OsStr::from_bytes(&r.path));
+            !p.starts_with(&own) || p == own
+        }),
+        "no record of the service's own files"
+    );
+    svc.stop();
+}
+
+#[test]
+fn filter_documents_reload_live_and_a_broken_one_keeps_the_previous_rules() {
+    let s = Scratch::new("reload");
+    let w = s.p("w");
+    let w2 = s.p("w2");
+    std::fs::create_dir_all(&w2).unwrap();
+    let doc = |name: &str, text: String| std::fs::write(s.p("filters").join(name), text).unwrap();
+    doc(
+        "a.toml",
+        format!(
+            "[[rule]]\nname = \"rust\"\nroots = [\"{}\"]\ninclude = [\"*.rs\"]\nkinds = [\"create\"]\n",
+            w.display()
+        ),
+    );
+    let svc = Svc::start(&s, &s.p("state/h.db"), &[]);
+    let mut c = svc.client();
+    std::fs::write(w.join("one.rs"), b"").unwrap();
+    std::fs::write(w.join("one.txt"), b"").unwrap();
+    wait_for("one.rs", Duration::from_secs(20), || {
+        facts(&history(&mut c), &w).iter().any(|f| f.1 == "one.rs")
+    });
+    // A broken document: reported, the previous rules stay.
+    doc("b.toml", "[[rule]]\nname = 3\n".into());
+    wait_for("the rejection in status", Duration::from_secs(20), || {
+        status(&mut c).health.contains("rejected")
+    });
+    std::fs::write(w.join("two.rs"), b"").unwrap();
+    wait_for(
+        "two.rs under the old rules",
+        Duration::from_secs(20),
+        || facts(&history(&mut c), &w).iter().any(|f| f.1 == "two.rs"),
+    );
+    // A good document with a new root: the root is watched.
+    doc(
+        "b.toml",
+        format!(
+            "[[rule]]\nname = \"all-w2\"\nroots = [\"{}\"]\n",
+            w2.display()
+        ),
+    );
+    wait_for("the new root", Duration::from_secs(20), || {
+        status(&mut c)
+            .roots
+            .iter()
+            .any(|r| Path::new(r) == w2.as_path())
+    });
+    // The new root's watch lands shortly after the reload: write until one is recorded.
+    let mut n = 0;
+    wait_for(
+        "a record from the new root",
+        Duration::from_secs(20),
+        || {
+            n += 1;
+            std::fs::write(w2.join(format!("x{n}")), b"").unwrap();
+            history(&mut c)
+                .iter()
+                .any(|r| Path::new(std::ffi::OsStr::from_bytes(&r.path)).starts_with(&w2))
+        },
+    );
+    let f = facts(&history(&mut c), &w);
+    assert!(!f.iter().any(|f| f.1.ends_with(".txt")), "{f:?}");
+    svc.stop();
+}
+
+#[test]
+fn kill_9_during_heavy_writes_loses_nothing_committed_and_reuses_no_seq() {
+    let s = Scratch::new("crash");
+    let db = s.p("state/h.db");
+    let rounds = 20;
+    let mut committed: Vec<u64> = Vec::new();
+    let mut highest_given = 0u64;
+    for round in 0..rounds {
+        let mut svc = Svc::start(&s, &db, &["--synthetic", "20000"]);
+        let mut c = svc.client();
+        let rows = history(&mut c);
+        // Everything reported committed before is still there.
+        let now: BTreeSet<u64> = rows
+            .iter()
+            .filter(|r| r.kind != EventKind::Gap)
+            .map(|r| r.seq)
+            .collect();
+        for q in &committed {
+            assert!(now.contains(q), "round {round}: committed seq {q} is gone");
+        }
+        if round > 0 {
+            // The crash is recorded, and nothing new reuses a seq given out before.
+            assert!(
+                rows.iter()
+                    .any(|r| r.gap.is_some_and(|g| g.reason == GapReason::Crash)),
+                "round {round}: no crash gap"
+            );
+        }
+        let first_new = rows
+            .iter()
+            .filter(|r| r.kind != EventKind::Gap && r.seq > highest_given)
+            .map(|r| r.seq)
+            .min();
+        if let Some(f) = first_new {
+            assert!(f > highest_given, "round {round}: seq {f} reused");
+        }
+        // Let it write for a moment, take what it reports committed, then kill it.
+        let start = status(&mut c).next_seq;
+        wait_for("some writes", Duration::from_secs(20), || {
+            status(&mut c).next_seq > start + 2000
+        });
+        let rows = history(&mut c);
+        committed = rows
+            .iter()
+            .filter(|r| r.kind != EventKind::Gap)
+            .map(|r| r.seq)
+            .collect();
+        highest_given = highest_given.max(status(&mut c).next_seq);
+        svc.kill9();
+    }
+    assert!(committed.len() > 500 * rounds / 2);
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn a_full_disk_degrades_storage_and_the_stream_goes_on() {
+    if !running_as_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let s = Scratch::new("full");
+    let state = s.p("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"])
+        .arg(&state)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(state.clone());
+    let svc = Svc::start(
+        &s,
+        &state.join("h.db"),
+        &["--synthetic", "20000", "--synthetic-path-len", "200"],
+    );
+    let mut c = svc.client();
+    let mut live = svc.client();
+    wait_for("storage degraded", Duration::from_secs(60), || {
+        status(&mut c).health.contains("degraded")
+    });
+    let before = history(&mut c);
+    // The stream goes on while storage fails.
+    let mut got = 0;
+    wait_for("the stream while degraded", Duration::from_secs(20), || {
+        if let Ok(b) = live.recv_timeout(1024, Duration::from_millis(50)) {
+            got += b.len();
+        }
+        got > 10_000
+    });
+    // Space returns: storing resumes by itself, and a gap covers what was not stored.
+    assert!(Command::new("mount")
+        .args(["-o", "remount,size=256M"])
+        .arg(&state)
+        .status()
+        .unwrap()
+        .success());
+    wait_for("storage ok again", Duration::from_secs(60), || {
+        status(&mut c).health.starts_with("ok")
+    });
+    let mut after = Vec::new();
+    wait_for("a StoreFailed gap", Duration::from_secs(60), || {
+        after = history(&mut c);
+        after
+            .iter()
+            .any(|r| r.gap.is_some_and(|g| g.reason == GapReason::StoreFailed))
+    });
+    let kept: BTreeSet<u64> = after.iter().map(|r| r.seq).collect();
+    assert!(
+        before.iter().all(|r| kept.contains(&r.seq)),
+        "nothing committed before the disk filled is lost"
+    );
+    svc.stop();
+}
+
+#[test]
+fn install_and_uninstall_a_user_unit_in_a_scratch_folder() {
+    let s = Scratch::new("install");
+    let units = s.p("units");
+    let run = |args: &[&str]| {
+        let out = Command::new(FIREHOSED)
+            .args(args)
+            .env("FIREHOSE_NO_SERVICE_MANAGER", "1")
+            .env("XDG_RUNTIME_DIR", s.p("run"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let w = s.p("w");
+    let out = run(&[
+        "install",
+        "--user",
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--watch",
+        w.to_str().unwrap(),
+    ]);
+    assert!(out.contains("no user service manager"), "{out}");
+    let unit = std::fs::read_to_string(units.join("firehosed.service")).unwrap();
+    assert!(unit.contains(&format!("--watch {}", w.display())), "{unit}");
+    let out = run(&[
+        "install",
+        "--user",
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--watch",
+        w.to_str().unwrap(),
+    ]);
+    assert!(out.contains("already installed"), "{out}");
+    run(&[
+        "install",
+        "--user",
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--watch",
+        "/srv",
+    ]);
+    let unit = std::fs::read_to_string(units.join("firehosed.service")).unwrap();
+    assert!(
+        unit.contains("--watch /srv") && !unit.contains(&w.display().to_string()),
+        "{unit}"
+    );
+    assert!(
+        run(&["uninstall", "--user", "--unit-dir", units.to_str().unwrap()]).contains("removed")
+    );
+    assert!(run(&["uninstall", "--user", "--unit-dir", units.to_str().unwrap()]).contains("no "));
+    assert!(!units.join("firehosed.service").exists());
+}
+
+#[test]
+fn check_filters_names_the_file_line_and_column_of_an_error() {
+    let s = Scratch::new("check");
+    std::fs::write(
+        s.p("filters/bad.toml"),
+        "[[rule]]\nname = \"x\"\nkinds = [\"create\", \"explode\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(FIREHOSED)
+        .args(["check-filters"])
+        .arg(s.p("filters"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:3:"), "{err}");
+    std::fs::write(s.p("filters/bad.toml"), "[[rule]]\nname = \"x\"\n").unwrap();
+    let out = Command::new(FIREHOSED)
+        .args(["check-filters"])
+        .arg(s.p("filters"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_path_glob_query_scans_history_to_its_end() {
+    let s = Scratch::new("glob");
+    let svc = Svc::start(&s, &s.p("state/h.db"), &["--synthetic", "50000"]);
+    let mut c = svc.client();
+    wait_for("30,000 records stored", Duration::from_secs(30), || {
+        status(&mut c).history_rows > 30_000
+    });
+    let q = |c: &mut Client<FileEvent>, glob: &str| {
+        c.query(HistoryQuery {
+            id: 7,
+            seq: Some((1, 30_000)),
+            glob: Some(glob.into()),
+            ..HistoryQuery::default()
+        })
+        .expect("query")
+    };
+    let (rows, end) = q(&mut c, "/synthetic/synthetic/d007/*");
+    assert_eq!(end, QueryEnd::Complete);
+    // The same rows as a scan of everything, filtered here.
+    let (all, _) = c
+        .query(HistoryQuery {
+            id: 8,
+            seq: Some((1, 30_000)),
+            ..HistoryQuery::default()
+        })
+        .expect("query");
+    let want: Vec<u64> = all
+        .iter()
+        .filter(|r| r.path.windows(6).any(|w| w == b"/d007/"))
+        .map(|r| r.seq)
+        .collect();
+    assert!(want.len() > 10, "{}", want.len());
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), want);
+    let (rows, end) = q(&mut c, "*.nothing");
+    assert_eq!((rows.len(), end), (0, QueryEnd::Complete));
+    svc.stop();
+}

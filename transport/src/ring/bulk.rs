@@ -167,7 +167,11 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 512 }))]
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 8 } else { 512 },
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// The path production runs (SSE2 on x86_64) and the word loop Miri and loom check
         /// give the same bytes, at random lengths and offsets, across the wrap of a ring.

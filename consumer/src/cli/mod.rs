@@ -6,6 +6,7 @@ mod render;
 mod status;
 mod tail;
 mod time;
+mod view;
 
 use std::path::PathBuf;
 
@@ -64,6 +65,8 @@ enum Cmd {
     /// Check the setup: socket, permissions, inotify limits, file systems, history, ring.
     #[command(after_help = EXIT_CODES)]
     Doctor(doctor::Args),
+    /// A live terminal viewer: follow, scroll back into history, filter, details.
+    View(view::Args),
 }
 
 impl Cli {
@@ -83,6 +86,7 @@ pub(crate) fn run() -> i32 {
         Cmd::Query(a) => query::run(&cli, a),
         Cmd::Status(a) => status::run(&cli, a),
         Cmd::Doctor(a) => doctor::run(&cli, a),
+        Cmd::View(a) => view::run(&cli, a),
     };
     match r {
         Ok(code) => code,

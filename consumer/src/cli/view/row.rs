@@ -1,0 +1,55 @@
+//! [`Row`]: one record as the viewer keeps it (paths already escaped for display).
+
+use firehose_consumer::{escape_path, EventKind, FileEvent, Record};
+
+/// One record held by the viewer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Row {
+    /// The record's seq.
+    pub(crate) seq: u64,
+    /// When the service saw it, ns since the epoch.
+    pub(crate) time_ns: u64,
+    /// What happened.
+    pub(crate) kind: EventKind,
+    /// The path, escaped losslessly (see `escape_path`).
+    pub(crate) path: Box<str>,
+    /// A rename's new path, escaped.
+    pub(crate) to: Option<Box<str>>,
+    /// The rule that matched.
+    pub(crate) rule: u32,
+    /// The size, if known.
+    pub(crate) size: Option<u64>,
+}
+
+impl Row {
+    /// From a record, live or stored.
+    pub(crate) fn from_record(r: &Record<'_>) -> Row {
+        Row {
+            seq: r.seq(),
+            time_ns: r.time_ns(),
+            kind: r.kind(),
+            path: escape_path(r.path()).into(),
+            to: r.path_to().map(|p| escape_path(p).into()),
+            rule: r.rule(),
+            size: r.size(),
+        }
+    }
+
+    /// From a history row.
+    pub(crate) fn from_event(e: &FileEvent) -> Row {
+        Row::from_record(&Record::Stored(e))
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_row(seq: u64, kind: EventKind, path: &str) -> Row {
+    Row {
+        seq,
+        time_ns: seq * 1_000_000_000,
+        kind,
+        path: path.into(),
+        to: None,
+        rule: 0,
+        size: None,
+    }
+}

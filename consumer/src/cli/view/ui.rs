@@ -1,0 +1,319 @@
+//! Drawing: header and kind toggles, counters and the sparkline, the banner, the table,
+//! the detail pane, the filter box and help line, and the help overlay.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Sparkline, Table};
+use ratatui::Frame;
+
+use super::super::render::kind_name;
+use super::super::time::rfc3339;
+use super::app::{App, Conn, Mode};
+use super::filter::{Filter, TOGGLED};
+use super::row::Row;
+
+const HELP_LINE: &str = "q quit  ↑↓/jk move  PgUp/PgDn  g/Home top  G/End/f follow  p/space pause  / filter  1-7 kinds  Enter/d detail  ? help";
+
+/// Draws the whole screen.
+pub(crate) fn draw(f: &mut Frame<'_>, app: &mut App) {
+    let banner = banner(app);
+    let detail_h = if app.detail { 7 } else { 0 };
+    let [head, stats, spark, ban, table, detail, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(2),
+        Constraint::Length(u16::from(banner.is_some())),
+        Constraint::Min(3),
+        Constraint::Length(detail_h),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    f.render_widget(Paragraph::new(header(app)), head);
+    f.render_widget(Paragraph::new(counters(app)), stats);
+    let data = app.rate.history();
+    f.render_widget(
+        Sparkline::default()
+            .data(&data)
+            .style(Style::default().fg(Color::Cyan)),
+        spark,
+    );
+    if let Some(b) = banner {
+        f.render_widget(Paragraph::new(b), ban);
+    }
+    draw_table(f, app, table);
+    if app.detail {
+        draw_detail(f, app, detail);
+    }
+    f.render_widget(Paragraph::new(footer(app)), foot);
+    if app.mode == Mode::Help {
+        draw_help(f);
+    }
+}
+
+fn header(app: &App) -> Line<'static> {
+    let state = if app.paused {
+        Span::styled(
+            " PAUSED ",
+            Style::default().bg(Color::Yellow).fg(Color::Black),
+        )
+    } else if app.follow {
+        Span::styled(
+            " FOLLOW ",
+            Style::default().bg(Color::Green).fg(Color::Black),
+        )
+    } else {
+        Span::styled(
+            " SCROLL ",
+            Style::default().bg(Color::Blue).fg(Color::White),
+        )
+    };
+    let mut spans = vec![Span::raw("firehose view "), state, Span::raw("  kinds:")];
+    for (i, k) in TOGGLED.iter().enumerate() {
+        let on = app.filter.shows(*k);
+        let style = if on {
+            Style::default().fg(kind_color(*k))
+        } else {
+            Style::default()
+                .fg(Color::DarkGray)
+                .add_modifier(Modifier::CROSSED_OUT)
+        };
+        spans.push(Span::styled(format!(" {}:{}", i + 1, kind_name(*k)), style));
+    }
+    Line::from(spans)
+}
+
+fn counters(app: &App) -> Line<'static> {
+    let c = &app.counts;
+    let range = match (app.buf.front(), app.buf.back()) {
+        (Some(a), Some(b)) => format!("seq {}..{}", a.seq, b.seq),
+        _ => "seq -".into(),
+    };
+    let warn = |n: u64| {
+        if n > 0 {
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        }
+    };
+    let mut spans = vec![
+        Span::raw(format!(
+            "held {} {range}  shown {}  dropped {}  ",
+            app.buf.len(),
+            app.buf.visible().len(),
+            app.buf.dropped
+        )),
+        Span::styled(format!("lagged {}", c.lagged), warn(c.lagged)),
+        Span::raw("  "),
+        Span::styled(format!("gaps {}", c.gaps), warn(c.gaps)),
+        Span::raw("  "),
+        Span::styled(format!("overflow {}", c.overflows), warn(c.overflows)),
+        Span::raw(format!("  {}/s", app.rate.last())),
+    ];
+    if c.missing > 0 {
+        spans.push(Span::styled(format!("  missing {}", c.missing), warn(1)));
+    }
+    if app.detached() {
+        spans.push(Span::raw(format!(
+            "  newer held aside {} (End: live)",
+            app.tail_len()
+        )));
+    }
+    if c.tail_dropped > 0 {
+        spans.push(Span::raw(format!("  aside dropped {}", c.tail_dropped)));
+    }
+    Line::from(spans)
+}
+
+fn banner(app: &App) -> Option<Line<'static>> {
+    let (text, bg) =
+        match &app.conn {
+            Conn::Up(None) => {
+                return app.paging.error.as_ref().map(|e| {
+                    Line::styled(format!(" history: {e}"), Style::default().fg(Color::Red))
+                })
+            }
+            Conn::Up(Some(seq)) => (
+                format!(" reconnected: live resumed at seq {seq}"),
+                Color::Green,
+            ),
+            Conn::Down(why) => (
+                format!(" the service went away ({why}); reconnecting…"),
+                Color::Red,
+            ),
+            Conn::Ended(why) => (format!(" {why}; nothing more will arrive"), Color::Red),
+        };
+    Some(Line::styled(
+        text,
+        Style::default()
+            .bg(bg)
+            .fg(Color::White)
+            .add_modifier(Modifier::BOLD),
+    ))
+}
+
+fn draw_table(f: &mut Frame<'_>, app: &mut App, area: Rect) {
+    app.height = usize::from(area.height.saturating_sub(1)).max(1);
+    let (top, sel) = app.window();
+    let vis = app.buf.visible();
+    let end = (top + app.height).min(vis.len());
+    let rows: Vec<TRow<'_>> = (top..end)
+        .filter_map(|i| {
+            let r = app.buf.get(vis[i])?;
+            let t = table_row(r, &app.filter);
+            Some(if i == sel && !app.follow {
+                t.style(Style::default().add_modifier(Modifier::REVERSED))
+            } else {
+                t
+            })
+        })
+        .collect();
+    let mut title = String::new();
+    if app.paging.in_flight.is_some() {
+        title.push_str(" loading history… ");
+    } else if app.paging.older_done && !app.follow && top == 0 {
+        title.push_str(" start of history ");
+    }
+    let widths = [
+        Constraint::Length(12),
+        Constraint::Length(11),
+        Constraint::Min(20),
+        Constraint::Length(6),
+    ];
+    let header = TRow::new(["time", "kind", "path", "rule"])
+        .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let mut table = Table::new(rows, widths).header(header);
+    if !title.is_empty() {
+        table = table.block(Block::default().title_bottom(title));
+    }
+    f.render_widget(table, area);
+}
+
+fn table_row<'a>(r: &'a Row, filter: &Filter) -> TRow<'a> {
+    let time = rfc3339(r.time_ns);
+    let mut path = highlighted(&r.path, filter);
+    if let Some(to) = &r.to {
+        path.push(Span::styled(" -> ", Style::default().fg(Color::DarkGray)));
+        path.extend(highlighted(to, filter));
+    }
+    TRow::new([
+        Cell::from(time.get(11..23).unwrap_or("").to_string()),
+        Cell::from(Span::styled(
+            kind_name(r.kind),
+            Style::default().fg(kind_color(r.kind)),
+        )),
+        Cell::from(Line::from(path)),
+        Cell::from(r.rule.to_string()),
+    ])
+}
+
+fn highlighted<'a>(text: &'a str, filter: &Filter) -> Vec<Span<'a>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (a, b) in filter.highlights(text) {
+        if a > at {
+            out.push(Span::raw(&text[at..a]));
+        }
+        out.push(Span::styled(
+            &text[a..b],
+            Style::default().bg(Color::Yellow).fg(Color::Black),
+        ));
+        at = b;
+    }
+    if at < text.len() {
+        out.push(Span::raw(&text[at..]));
+    }
+    out
+}
+
+fn kind_color(k: firehose_consumer::EventKind) -> Color {
+    use firehose_consumer::EventKind as K;
+    match k {
+        K::Create => Color::Green,
+        K::Modify => Color::Yellow,
+        K::CloseWrite => Color::Cyan,
+        K::Metadata => Color::Magenta,
+        K::Remove => Color::Red,
+        K::Rename => Color::Blue,
+        K::Overflow | K::Gap => Color::LightRed,
+        K::Other => Color::Gray,
+    }
+}
+
+fn draw_detail(f: &mut Frame<'_>, app: &mut App, area: Rect) {
+    let lines = match app.selected() {
+        None => vec![Line::raw("no row selected")],
+        Some(r) => {
+            let mut l = vec![
+                Line::raw(format!(
+                    "seq   {}   kind {}   rule {}",
+                    r.seq,
+                    kind_name(r.kind),
+                    r.rule
+                )),
+                Line::raw(format!("time  {} ({} ns)", rfc3339(r.time_ns), r.time_ns)),
+                Line::raw(format!("path  {}", r.path)),
+            ];
+            if let Some(to) = &r.to {
+                l.push(Line::raw(format!("to    {to}")));
+            }
+            l.push(Line::raw(format!(
+                "size  {}",
+                r.size.map_or("unknown".into(), |s| s.to_string())
+            )));
+            l
+        }
+    };
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title(" detail ")),
+        area,
+    );
+}
+
+fn footer(app: &App) -> Line<'static> {
+    match &app.mode {
+        Mode::Filter(_) => Line::from(vec![
+            Span::styled("/", Style::default().fg(Color::Yellow)),
+            Span::raw(app.filter.text.clone()),
+            Span::styled("█", Style::default().fg(Color::Yellow)),
+            Span::styled(
+                "   (glob if it has * ? [, else substring; Enter keeps, Esc cancels)",
+                Style::default().fg(Color::DarkGray),
+            ),
+        ]),
+        _ if !app.filter.text.is_empty() => Line::from(vec![
+            Span::styled(
+                format!("filter: {}  ", app.filter.text),
+                Style::default().fg(Color::Yellow),
+            ),
+            Span::styled(HELP_LINE, Style::default().fg(Color::DarkGray)),
+        ]),
+        _ => Line::styled(HELP_LINE, Style::default().fg(Color::DarkGray)),
+    }
+}
+
+fn draw_help(f: &mut Frame<'_>) {
+    let text = [
+        "q, Ctrl-C        quit",
+        "↑ ↓ k j          move the selection (scrolling up stops following)",
+        "PgUp PgDn        a page up or down (Ctrl-B, Ctrl-F too)",
+        "g Home           the oldest row held; again: older rows from history",
+        "G End f          follow the newest rows again",
+        "p space          pause: hold the view still (rows are still counted)",
+        "/                filter: glob (* ? [) or substring, as you type",
+        "1..7             show or hide create, modify, close_write, metadata,",
+        "                 remove, rename, overflow",
+        "Enter d          the detail pane for the selected row",
+        "?                this help (any key closes it)",
+    ];
+    let area = f.area();
+    let w = 76.min(area.width);
+    let h = (text.len() as u16 + 2).min(area.height);
+    let r = Rect::new((area.width - w) / 2, (area.height - h) / 2, w, h);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(text.iter().map(|s| Line::raw(*s)).collect::<Vec<_>>())
+            .block(Block::default().borders(Borders::ALL).title(" help ")),
+        r,
+    );
+}

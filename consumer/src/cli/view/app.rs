@@ -63,6 +63,8 @@ pub(crate) struct App {
     pub(crate) follow: bool,
     /// Held still by the pause key.
     pub(crate) paused: bool,
+    /// While paused: the newest position shown (newer rows are counted, not shown).
+    hold_end: u64,
     /// The selected row's position (when not following).
     sel: u64,
     /// The first row in view's position (when not following).
@@ -101,6 +103,7 @@ impl App {
             mode: Mode::Normal,
             follow: true,
             paused: false,
+            hold_end: u64::MAX,
             sel: 0,
             top: 0,
             detail: false,
@@ -172,7 +175,7 @@ impl App {
     /// keeps the selection in view.
     pub(crate) fn window(&mut self) -> (usize, usize) {
         let vis = self.buf.visible();
-        let n = vis.len();
+        let n = self.shown_len();
         let h = self.height.max(1);
         if n == 0 {
             return (0, 0);
@@ -180,7 +183,7 @@ impl App {
         if self.follow {
             return (n.saturating_sub(h), n - 1);
         }
-        let sel = self.buf.index_of(self.sel);
+        let sel = self.buf.index_of(self.sel).min(n - 1);
         let mut top = self.buf.index_of(self.top).min(sel);
         if sel >= top + h {
             top = sel + 1 - h;
@@ -188,6 +191,16 @@ impl App {
         self.sel = vis[sel];
         self.top = vis[top];
         (top, sel)
+    }
+
+    /// How many shown rows are on offer (while paused, those up to the pause).
+    pub(crate) fn shown_len(&self) -> usize {
+        let vis = self.buf.visible();
+        if self.paused {
+            vis.partition_point(|&p| p <= self.hold_end)
+        } else {
+            vis.len()
+        }
     }
 
     /// The selected row.
@@ -215,7 +228,7 @@ impl App {
     pub(crate) fn move_by(&mut self, delta: isize) {
         self.dirty = true;
         self.hold();
-        let n = self.buf.visible().len();
+        let n = self.shown_len();
         if n == 0 {
             self.want_older = delta < 0;
             return;
@@ -273,6 +286,7 @@ impl App {
         } else {
             self.hold();
             self.paused = true;
+            self.hold_end = self.buf.last_pos();
             self.dirty = true;
         }
     }

@@ -55,6 +55,11 @@ impl Buffer {
         &self.visible
     }
 
+    /// The newest held row's position (one before the first if empty).
+    pub(crate) fn last_pos(&self) -> u64 {
+        self.base + self.rows.len() as u64 - 1
+    }
+
     /// The row at an absolute position.
     pub(crate) fn get(&self, pos: u64) -> Option<&Row> {
         let i = pos.checked_sub(self.base)?;

@@ -155,8 +155,8 @@ fn banner(app: &App) -> Option<Line<'static>> {
 fn draw_table(f: &mut Frame<'_>, app: &mut App, area: Rect) {
     app.height = usize::from(area.height.saturating_sub(1)).max(1);
     let (top, sel) = app.window();
+    let end = (top + app.height).min(app.shown_len());
     let vis = app.buf.visible();
-    let end = (top + app.height).min(vis.len());
     let rows: Vec<TRow<'_>> = (top..end)
         .filter_map(|i| {
             let r = app.buf.get(vis[i])?;

@@ -30,6 +30,7 @@ fn shown(app: &mut App) -> Vec<u64> {
     let (top, _) = app.window();
     let vis = app.buf.visible().clone();
     vis.iter()
+        .take(app.shown_len())
         .skip(top)
         .take(app.height)
         .map(|&p| app.buf.get(p).unwrap().seq)
@@ -68,11 +69,17 @@ fn pause_holds_the_view_while_rows_are_counted() {
     feed(&mut app, 11..=20);
     assert_eq!(shown(&mut app), [8, 9, 10]);
     assert_eq!(app.counts.received, 20);
+    app.height = 10;
+    assert_eq!(
+        shown(&mut app),
+        [8, 9, 10],
+        "newer rows wait for the pause to end"
+    );
     app.move_by(100);
     assert!(!app.follow, "paused: the bottom does not follow");
     app.toggle_pause();
     assert!(app.follow);
-    assert_eq!(shown(&mut app), [18, 19, 20]);
+    assert_eq!(shown(&mut app), (11..=20).collect::<Vec<_>>());
 }
 
 #[test]

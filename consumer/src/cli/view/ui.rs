@@ -317,3 +317,56 @@ fn draw_help(f: &mut Frame<'_>) {
         r,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    use super::super::app::App;
+    use super::*;
+    use firehose_consumer::{Event, EventKind, Record};
+
+    fn screen(app: &mut App) -> String {
+        let mut t = Terminal::new(TestBackend::new(100, 24)).unwrap();
+        t.draw(|f| draw(f, app)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let mut s = String::new();
+        for y in 0..buf.area.height {
+            for x in 0..buf.area.width {
+                s.push_str(buf[(x, y)].symbol());
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    #[test]
+    fn draws_rows_counters_detail_and_banner() {
+        let mut app = App::new(100);
+        let e = firehose_consumer::FileEvent {
+            seq: 7,
+            time_ns: 1_500_000_123,
+            kind: EventKind::Rename,
+            path: b"/d/old".to_vec(),
+            path_to: Some(b"/d/new".to_vec()),
+            rule: 2,
+            size: Some(42),
+            gap: None,
+        };
+        app.ingest(&Event::Record(Record::Stored(&e)));
+        app.ingest(&Event::Lagged { from: 1, to: 3 });
+        app.detail = true;
+        let s = screen(&mut app);
+        assert!(s.contains("/d/old -> /d/new"), "{s}");
+        assert!(s.contains("lagged 3"), "{s}");
+        assert!(s.contains("size  42"), "{s}");
+        assert!(s.contains("1970-01-01T00:00:01.500000123Z"), "{s}");
+        assert!(s.contains("FOLLOW"), "{s}");
+        app.ingest(&Event::Disconnected {
+            reason: firehose_consumer::DisconnectReason::ShuttingDown,
+            detail: "gone",
+        });
+        assert!(screen(&mut app).contains("reconnecting"));
+    }
+}

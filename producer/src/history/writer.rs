@@ -160,6 +160,7 @@ impl HistoryWriter {
             overflow: RangeSet::default(),
             failed: RangeSet::default(),
             pending_gaps: Vec::new(),
+            last_gap: [None; 2],
             degraded_since: None,
             next_retry: Instant::now(),
             next_retention: Instant::now(),
@@ -356,6 +357,9 @@ struct Thread {
     failed: RangeSet,
     /// Caller gap records held back while degraded.
     pending_gaps: Vec<FileEvent>,
+    /// The last gap row inserted for `[StoreFailed, WriterOverflow]`: `(seq, gap_to)`, so
+    /// that a run continued in a later batch extends it instead of adding a row.
+    last_gap: [Option<(u64, u64)>; 2],
     degraded_since: Option<Instant>,
     next_retry: Instant,
     next_retention: Instant,
@@ -501,6 +505,7 @@ impl Thread {
         }
         match result {
             Ok(c) => {
+                self.last_gap = c.last_gap;
                 let s = &self.shared;
                 s.rows.fetch_add(c.rows, Ordering::Relaxed);
                 s.gap_rows.fetch_add(c.gaps, Ordering::Relaxed);
@@ -576,14 +581,36 @@ impl Thread {
             c.max_seq = c.max_seq.max(row::last_seq(ev));
             Ok(())
         };
-        for (reason, set) in [
+        for (i, (reason, set)) in [
             (GapReason::StoreFailed, &self.failed),
             (GapReason::WriterOverflow, &self.overflow),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut last = self.last_gap[i];
             for (from, to) in set.iter() {
-                put(&row::gap(from, to, reason, now), &mut c)?;
-                c.gaps += 1;
+                match last {
+                    // Continues the previous gap row of this reason: extend that row.
+                    Some((seq, end))
+                        if end.checked_add(1) == Some(from)
+                            && tx.execute(
+                                "UPDATE events SET gap_to = ?2 WHERE seq = ?1 AND gap_to = ?3",
+                                rusqlite::params![seq as i64, to as i64, end as i64],
+                            )? == 1 =>
+                    {
+                        // (If retention removed that row meanwhile, a new row is added.)
+                        c.max_seq = c.max_seq.max(to);
+                        last = Some((seq, to));
+                    }
+                    _ => {
+                        put(&row::gap(from, to, reason, now), &mut c)?;
+                        c.gaps += 1;
+                        last = Some((from, to));
+                    }
+                }
             }
+            c.last_gap[i] = last;
         }
         for ev in self.pending_gaps.iter().chain(self.batch.iter()) {
             put(ev, &mut c)?;
@@ -627,6 +654,7 @@ impl Thread {
 /// What one commit stored.
 #[derive(Default)]
 struct Committed {
+    last_gap: [Option<(u64, u64)>; 2],
     rows: u64,
     gaps: u64,
     duplicates: u64,

@@ -18,10 +18,20 @@ fn ev(seq: u64) -> FileEvent {
     FileEvent {
         seq,
         time_ns: 1_700_000_000_000_000_000 + seq * 1000,
-        kind: if seq % 5 == 0 { EventKind::Rename } else { EventKind::CloseWrite },
-        path: format!("/home/user/projects/app/src/module{}/file{}.rs", seq % 100, seq % 997)
-            .into_bytes(),
-        path_to: (seq % 5 == 0).then(|| format!("/home/user/tmp/x{seq}.rs").into_bytes()),
+        kind: if seq.is_multiple_of(5) {
+            EventKind::Rename
+        } else {
+            EventKind::CloseWrite
+        },
+        path: format!(
+            "/home/user/projects/app/src/module{}/file{}.rs",
+            seq % 100,
+            seq % 997
+        )
+        .into_bytes(),
+        path_to: seq
+            .is_multiple_of(5)
+            .then(|| format!("/home/user/tmp/x{seq}.rs").into_bytes()),
         rule: (seq % 7) as u32,
         size: Some(seq % 65_536),
         gap: None,

@@ -97,7 +97,11 @@ fn assert_line(rows: &[FileEvent], upto: u64) -> Vec<(u64, u64, Option<GapReason
     for r in rows {
         let to = r.gap.map_or(r.seq, |g| g.to);
         assert!(r.seq >= next, "seq {} overlaps (expected >= {next})", r.seq);
-        assert!(r.seq == next || r.seq > upto, "seqs {next}..{} missing", r.seq);
+        assert!(
+            r.seq == next || r.seq > upto,
+            "seqs {next}..{} missing",
+            r.seq
+        );
         out.push((r.seq, to, r.gap.map(|g| g.reason)));
         next = to + 1;
     }
@@ -915,8 +919,17 @@ fn crash_recovery_keeps_every_committed_seq_and_reuses_none() {
     let r = HistoryReader::open(&dir.path().join("history.db")).unwrap();
     let (rows, _) = all(&r, &everything(), false, 4096);
     let line = assert_line(&rows, b);
-    assert_eq!(line.last().unwrap().1, b, "every seq below the last lease end is a row or a gap");
-    assert!(line.iter().filter(|l| l.2 == Some(GapReason::Crash)).count() >= 20);
+    assert_eq!(
+        line.last().unwrap().1,
+        b,
+        "every seq below the last lease end is a row or a gap"
+    );
+    assert!(
+        line.iter()
+            .filter(|l| l.2 == Some(GapReason::Crash))
+            .count()
+            >= 20
+    );
 }
 
 // ---- model test: the database against a BTreeMap ----

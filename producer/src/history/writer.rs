@@ -9,8 +9,8 @@
 //! - When a commit fails (disk full, read-only, I/O error) the writer logs the error once
 //!   for the episode, reports [`Health::Degraded`], keeps draining the queue into a set of
 //!   unstored seq ranges (bounded: adjacent ranges merge), and retries every
-//!   [`WriterConfig::retry_backoff`]. The first commit that works inserts `StoreFailed` gap
-//!   records for those ranges. A failed transaction rolls back whole: nothing committed
+//!   [`WriterConfig::retry_backoff`]. Retries insert `StoreFailed` gap records for those
+//!   ranges; the episode ends (health back to Ok) when a commit with records succeeds. A failed transaction rolls back whole: nothing committed
 //!   before it is touched.
 //! - Between batches, every [`WriterConfig::retention_interval`], it runs
 //!   [`retention`](super::retention).
@@ -497,6 +497,7 @@ impl Thread {
             self.overflow.extend(later);
             return;
         }
+        let had_records = !self.batch.is_empty();
         let result = self.commit();
         if result.is_ok() {
             self.overflow = later;
@@ -522,7 +523,9 @@ impl Thread {
                     let _g = lock(&s.committed_lock);
                     s.committed_cv.notify_all();
                 }
-                if let Some(since) = self.degraded_since.take() {
+                // A retry that stored only gap rows does not end the episode: the next
+                // records may still fail (a nearly full disk takes a small gap row).
+                if let Some(since) = self.degraded_since.take_if(|_| had_records) {
                     tracing::info!(
                         db = %self.path.display(),
                         after = ?since.elapsed(),

@@ -142,8 +142,9 @@ impl ServiceInfo for Info {
             problems.push(format!("last filter reload rejected: {e}"));
         }
         let counters = format!(
-            "database {} MiB; records {} (1 s: {}/s, 1 min: {}/s), overflows {}, writer overflowed {}, not stored (failed) {}, retention removed {}, lease-blocked {}",
+            "database {} MiB, writer {} rows/s; records {} (1 s: {}/s, 1 min: {}/s), overflows {}, writer overflowed {}, not stored (failed) {}, retention removed {}, lease-blocked {}",
             db.as_ref().map_or(0, |i| i.bytes >> 20),
+            ws.rows_per_sec,
             self.stats.records.load(Ordering::Relaxed),
             st.rate_per_s,
             self.stats.rate_60s.load(Ordering::Relaxed),

@@ -374,7 +374,11 @@ impl Pipeline {
             size: raw.size,
             gap: None,
         };
-        if m.coalesce.is_some() {
+        if m.coalesce.is_none() && self.coalescer.is_empty() {
+            self.emit(ev, m.store, m.stream);
+        } else {
+            // Through the coalescer even without a window: a burst pending on the same
+            // path comes out first, so records keep their order per path.
             let mut out = std::mem::take(&mut self.out);
             self.coalescer
                 .push(ev, m.coalesce, Instant::now(), &mut out);
@@ -382,8 +386,6 @@ impl Pipeline {
                 self.emit_coalesced(ev);
             }
             self.out = out;
-        } else {
-            self.emit(ev, m.store, m.stream);
         }
     }
 

@@ -307,7 +307,11 @@ fn filter_documents_reload_live_and_a_broken_one_keeps_the_previous_rules() {
 fn kill_9_during_heavy_writes_loses_nothing_committed_and_reuses_no_seq() {
     let s = Scratch::new("crash");
     let db = s.p("state/h.db");
-    let rounds = 20;
+    // 20 rounds in the test suite; `scripts/soak-crash N` runs a longer soak.
+    let rounds: usize = std::env::var("FIREHOSE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let mut committed: Vec<u64> = Vec::new();
     let mut highest_given = 0u64;
     for round in 0..rounds {

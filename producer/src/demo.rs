@@ -44,7 +44,7 @@ pub(crate) fn event(seq: u64, now_ns: u64) -> FileEvent {
     FileEvent {
         seq,
         time_ns: now_ns,
-        kind: if seq % 5 == 0 {
+        kind: if seq.is_multiple_of(5) {
             EventKind::Create
         } else {
             EventKind::CloseWrite

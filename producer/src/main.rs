@@ -25,6 +25,8 @@ struct Cli {
     service: ServiceArgs,
 }
 
+// Parsed once at start: the size of `Install`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Check filter documents (file, line and column of every error) without touching a

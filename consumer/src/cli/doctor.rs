@@ -61,7 +61,7 @@ fn check_folder(path: &Path) -> Finding {
     match std::fs::metadata(dir) {
         Err(e) => Finding::Problem {
             what: format!("{}: {e}", dir.display()),
-            todo: "the service creates it when it starts; start it (firehosed serve)".into(),
+            todo: "the service creates it when it starts; start it (firehosed --watch DIR)".into(),
         },
         Ok(m) => {
             let mode = m.mode() & 0o7777;
@@ -98,7 +98,7 @@ fn check_socket_file(path: &Path) -> (bool, Finding) {
             false,
             Finding::Problem {
                 what: format!("no socket at {}", path.display()),
-                todo: "the service is not running: start it (firehosed serve), or pass the --socket it uses".into(),
+                todo: "the service is not running: start it (firehosed --watch DIR), or pass the --socket it uses".into(),
             },
         ),
         Ok(m) if !m.file_type().is_socket() => (
@@ -123,7 +123,7 @@ fn connect_finding(path: &Path, exists: bool, e: &ClientError) -> Finding {
         },
         ClientError::Connect(ConnectError::NotRunning { .. }) => Finding::Problem {
             what: "the service is not running".into(),
-            todo: "start it (firehosed serve), or pass the --socket it uses".into(),
+            todo: "start it (firehosed --watch DIR), or pass the --socket it uses".into(),
         },
         ClientError::Connect(ConnectError::NotAllowed { uid, .. }) => Finding::Problem {
             what: format!(

@@ -308,8 +308,10 @@ impl Segment {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Lists `key` in this segment's lossless table (producer only, before the reader can
-    /// see the segment or its page). Returns false if the table is full.
+    /// Lists `key` in this segment's lossless table (producer only; before the reader it is
+    /// for can see its page, though other readers may map the segment already: the
+    /// Release/Acquire pair with `lists_lossless` covers them). Returns false if the table
+    /// is full.
     pub(crate) fn add_lossless(&self, key: PageKey) -> bool {
         for slot in &self.header().lossless.0 {
             // Relaxed: only the producer writes the table, from one thread.
@@ -344,7 +346,9 @@ enum CursorBacking {
     Heap,
     #[cfg(not(firehose_loom))]
     Memfd {
-        fd: OwnedFd,
+        /// The producer's fd (to hand out); `None` on the reader's side, which drops its fd
+        /// once mapped (see `CursorMem::open`).
+        fd: Option<OwnedFd>,
         _map: memmap2::MmapRaw,
     },
 }
@@ -418,7 +422,10 @@ impl CursorMem {
             inner: Arc::new(CursorInner {
                 page,
                 key,
-                backing: CursorBacking::Memfd { fd, _map: map },
+                backing: CursorBacking::Memfd {
+                    fd: Some(fd),
+                    _map: map,
+                },
             }),
         })
     }
@@ -442,7 +449,18 @@ impl CursorMem {
             });
         }
         let map = memfd::map_shared(&fd, CURSOR_PAGE_SIZE).map_err(SegmentError::Map)?;
-        Self::from_map(fd, map)
+        let mut page = Self::from_map(fd, map)?;
+        // The reader keeps the mapping, not the fd: with no fd left open, there is no
+        // `/proc/self/fd/N` through which safe code could rewrite the page behind the
+        // reader's back (its released position, its claim). Writing it through other
+        // filesystem paths (`/proc/self/mem`, `map_files`) is outside what the crate
+        // can stop, like any write to one's own memory through `/proc`.
+        if let Some(inner) = Arc::get_mut(&mut page.inner) {
+            if let CursorBacking::Memfd { fd, .. } = &mut inner.backing {
+                *fd = None;
+            }
+        }
+        Ok(page)
     }
 
     /// The page's identity in lossless tables.
@@ -471,7 +489,7 @@ impl CursorMem {
         match &self.inner.backing {
             CursorBacking::Heap => None,
             #[cfg(not(firehose_loom))]
-            CursorBacking::Memfd { fd, .. } => Some(fd.as_fd()),
+            CursorBacking::Memfd { fd, .. } => fd.as_ref().map(|f| f.as_fd()),
         }
     }
 }

@@ -323,10 +323,15 @@ impl<T: Archive> Reader<T> {
             if !seg.lists_lossless(cursor.key()) {
                 return Err(SegmentError::NotLossless);
             }
-            // Acquire: pairs with nothing in particular; the producer stored it before the
-            // fds left (a syscall ago), and only this reader stores it afterwards.
+            // Acquire: the producer stored it before the fds left (a syscall ago); after a
+            // successful claim below, only this reader stores it.
             let released = cursor.page().released.0.load(Ordering::Acquire);
-            if released != fds.start_pos {
+            // The start must also lie in this segment, between its base and its write
+            // cursor: a position before the base aliases bytes the producer is writing.
+            // Acquire: as in `fill_frames`.
+            let write = seg.header().write.0.load(Ordering::Acquire);
+            if released != fds.start_pos || fds.start_pos < seg.base_pos() || fds.start_pos > write
+            {
                 return Err(SegmentError::StartPosition {
                     start: fds.start_pos,
                     released,
@@ -378,6 +383,9 @@ impl<T: Archive> Reader<T> {
     /// the producer reuse their bytes). Happens on its own at the start of every receive
     /// call.
     pub fn release(&mut self) {
+        // What was handed out is gone with the release: `current` must never hand it out
+        // again (a lossless reader's released frames may be overwritten).
+        self.walk.entries.clear();
         // A lagging reader stores its position too: the producer never waits for it, but
         // reports its lag.
         if self.handed != self.walk.pos {
@@ -569,6 +577,7 @@ impl<T: Archive> Reader<T> {
         if seg.first_seq() > self.walk.next_seq {
             self.walk.pending_lag = Some((self.walk.next_seq, seg.first_seq() - 1));
         }
+        self.walk.entries.clear();
         self.walk.pos = seg.base_pos();
         self.walk.next_seq = seg.first_seq();
         self.walk.pending_error = None;
@@ -616,6 +625,11 @@ impl<T: Archive> Reader<T> {
                 .0
                 .load(sync::ord(Site::PublishLoad, Ordering::Acquire));
             let pos = self.walk.pos;
+            if pos < self.seg.base_pos() {
+                // Before this segment's start: such bytes are not this reader's to read.
+                self.walk.corrupt(pos, CorruptKind::Cursor(w));
+                return Ok(());
+            }
             if w == pos {
                 return self.check_end();
             }
@@ -940,7 +954,10 @@ impl<'a, T: Archive> Iterator for BatchIter<'a, T> {
                 // the copied run; the data area: inside it, never crossing its end). That
                 // memory is not written while 'a lives: the copy buffer only changes through
                 // `&mut Reader`, which the batch borrows; a lossless reader's frames are not
-                // overwritten until released, which also needs `&mut Reader`.
+                // overwritten until released, which also needs `&mut Reader`. Entries live
+                // only from the fill that made them to the next release or follow, both of
+                // which clear them, so no later batch (`current`) is rebuilt over released
+                // frames or another segment.
                 let bytes = unsafe {
                     std::slice::from_raw_parts(self.base.wrapping_add(e.a as usize), e.b as usize)
                 };

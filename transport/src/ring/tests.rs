@@ -1089,3 +1089,48 @@ fn rotating_to_a_smaller_ring_with_more_staged_than_fits_loses_nothing() {
         .collect();
     assert_eq!(seqs, (1..=61).collect::<Vec<_>>());
 }
+
+/// Review finding: a batch rebuilt after a release (or a follow) would hand out frames the
+/// producer may already overwrite. Entries go with the release.
+#[test]
+fn a_released_batch_is_never_handed_out_again() {
+    let mut p = P::new_heap(config(4096)).unwrap();
+    let mut r = p.attach_local(Policy::Lossless).unwrap();
+    for _ in 0..5 {
+        p.stage(&payload(p.next_seq(), 40)).unwrap();
+    }
+    p.commit().unwrap();
+    assert_eq!(r.fill_ready(64).unwrap(), 5);
+    assert_eq!(r.current().len(), 5);
+    r.release();
+    assert!(r.current().is_empty(), "released frames handed out again");
+    p.stage(&payload(p.next_seq(), 40)).unwrap();
+    let new = p.rotate(None, &[]).unwrap();
+    assert_eq!(r.fill_ready(64).unwrap(), 1);
+    r.follow(new).unwrap();
+    assert!(
+        r.current().is_empty(),
+        "old offsets applied to a new segment"
+    );
+}
+
+/// Review finding: a lossless start before the segment's base aliases bytes the producer
+/// is writing (after a rotation, the page is listed in the new segment, and its released
+/// position still names the old one).
+#[test]
+#[cfg_attr(miri, ignore = "memfds")]
+fn a_lossless_start_outside_the_segment_is_refused() {
+    let mut p = P::new(config(4096)).unwrap();
+    let fds = p.attach_remote(Policy::Lossless).unwrap();
+    for _ in 0..5 {
+        p.stage(&payload(p.next_seq(), 40)).unwrap();
+    }
+    p.commit().unwrap();
+    p.rotate(None, &[]).unwrap();
+    let ring2 = p.segment().fd().unwrap().try_clone_to_owned().unwrap();
+    let forged = ReaderFds { ring: ring2, ..fds };
+    assert!(matches!(
+        Reader::<Vec<u8>>::open(forged),
+        Err(SegmentError::StartPosition { .. })
+    ));
+}

@@ -40,9 +40,9 @@ mod imp {
             self.0.as_ref().map(|f| f.as_fd())
         }
 
-        /// The reader's end stays blocking: a wait without a deadline is then one blocking
-        /// `read`, which both sleeps and drains (one syscall per wake, as a blocking socket
-        /// read). Only this reader reads it, so after `poll` says readable a read cannot block.
+        /// The reader's end is blocking: a wait without a deadline is then one blocking
+        /// `recv`, which both sleeps and drains (one syscall per wake). Every other read of
+        /// it is `MSG_DONTWAIT`, so it never blocks whatever readiness a caller believes.
         pub(crate) fn from_fd(fd: OwnedFd) -> std::io::Result<Self> {
             crate::sys::pipe::set_blocking(&fd)?;
             Ok(WakeRx(Some(fd)))

@@ -74,7 +74,7 @@ pub use firehose_transport::control::place::{default_socket_path, PlaceError};
 #[cfg(feature = "tokio")]
 pub use firehose_transport::control::tokio_client::AsyncClient;
 pub use firehose_transport::control::wire::{
-    DisconnectReason, HistoryQuery, Notice, QueryEnd, ReaderStatus, StartAt, Status,
+    DisconnectReason, HistoryQuery, Notice, QueryEnd, ReaderStatus, StartAt, Status, StatusCounters,
 };
 pub use firehose_transport::record::{
     ArchivedEventKind, ArchivedFileEvent, EventKind, FileEvent, GapInfo, GapReason,

@@ -271,6 +271,13 @@ fn status_json_parses() {
     assert_eq!(v["pid"], std::process::id());
     assert_eq!(v["roots"], serde_json::json!(["/w"]));
     assert_eq!(v["health"], "ok");
+    assert_eq!(v["storage"], "ok");
+    assert_eq!(v["rate_per_min"], 5);
+    assert_eq!(v["unwatched"], serde_json::json!(["/w/deep"]));
+    assert_eq!(v["unwatched_count"], 2);
+    assert_eq!(v["counters"]["overflows"], 3);
+    assert_eq!(v["counters"]["not_stored"], 4);
+    assert_eq!(v["counters"]["cut_off"], 0);
     assert!(v["readers"]
         .as_array()
         .unwrap()
@@ -281,6 +288,11 @@ fn status_json_parses() {
     let (code, out, _) = output(cmd);
     assert_eq!(code, 0);
     assert!(out.contains("readers") && out.contains("health"), "{out}");
+    assert!(
+        out.contains("2 directories (the inotify watch limit): /w/deep and 1 more"),
+        "{out}"
+    );
+    assert!(out.contains("overflows 3, not stored 4"), "{out}");
 }
 
 #[test]
@@ -308,8 +320,13 @@ fn doctor_passes_against_a_running_service() {
     let (code, out, err) = output(cmd);
     assert!(out.contains("ok    reachable"), "{out}\n{err}");
     assert!(out.contains("ok    ring"), "{out}");
-    // Elsewhere the machine's own limits may be a problem; here only what we control.
-    let _ = code;
+    assert!(out.contains("ok    history"), "{out}");
+    // The fake reports two unwatched directories: a problem, with what to do.
+    assert!(
+        out.contains("2 directories are not watched") && out.contains("max_user_watches"),
+        "{out}"
+    );
+    assert_ne!(code, 0, "{out}");
 }
 
 #[test]

@@ -397,7 +397,8 @@ fn a_full_disk_degrades_storage_and_the_stream_goes_on() {
     let mut c = svc.client();
     let mut live = svc.client();
     wait_for("storage degraded", Duration::from_secs(60), || {
-        status(&mut c).health.contains("degraded")
+        let st = status(&mut c);
+        st.storage.starts_with("degraded") && st.health.contains("degraded")
     });
     let before = history(&mut c);
     // The stream goes on while storage fails.
@@ -416,8 +417,17 @@ fn a_full_disk_degrades_storage_and_the_stream_goes_on() {
         .unwrap()
         .success());
     wait_for("storage ok again", Duration::from_secs(60), || {
-        status(&mut c).health.starts_with("ok")
+        let st = status(&mut c);
+        st.storage == "ok" && st.health.starts_with("ok")
     });
+    let st = status(&mut c);
+    assert!(
+        st.counters.not_stored > 0,
+        "what was not stored is counted: {:?}",
+        st.counters
+    );
+    assert!(st.counters.records > st.counters.not_stored);
+    assert!(st.history_bytes > 0 && st.rate_per_min > 0, "{st:?}");
     let mut after = Vec::new();
     wait_for("a StoreFailed gap", Duration::from_secs(60), || {
         after = history(&mut c);

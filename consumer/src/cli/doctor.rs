@@ -323,15 +323,32 @@ fn check_service(r: &mut Report, c: &mut Client<FileEvent>) -> Option<Status> {
     );
     r.say(
         "history",
-        if s.health.starts_with("ok") {
-            Finding::Ok(format!("{} rows, {}", s.history_rows, s.health))
+        if s.storage == "ok" {
+            Finding::Ok(format!(
+                "{} rows, {} MiB, storage ok",
+                s.history_rows,
+                s.history_bytes >> 20
+            ))
         } else {
             Finding::Problem {
-                what: format!("storage: {}", s.health),
+                what: format!("storage {}", s.storage),
                 todo: "check the disk and the database under $XDG_STATE_HOME/firehose; see the service's log".into(),
             }
         },
     );
+    if s.unwatched_count > 0 {
+        r.say(
+            "unwatched",
+            Finding::Problem {
+                what: format!(
+                    "{} directories are not watched (the inotify watch limit), e.g. {}",
+                    s.unwatched_count,
+                    s.unwatched.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                ),
+                todo: "raise fs.inotify.max_user_watches (sysctl -w fs.inotify.max_user_watches=N; persist it in /etc/sysctl.d/); the service picks them up by itself".into(),
+            },
+        );
+    }
     let cap = c.welcome().capacity;
     let size = if cap >= 1 << 20 {
         format!("{} MiB", cap >> 20)

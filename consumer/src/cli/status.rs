@@ -2,7 +2,7 @@
 //! (aligned `label  value` lines) or as JSON. Each field is one entry in `fields`, so a
 //! field the service adds to `Status` is one line here.
 
-use firehose_consumer::{Client, ConnectOptions, FileEvent, Policy, Status};
+use firehose_consumer::{Client, ConnectOptions, FileEvent, Policy, Status, StatusCounters};
 use serde_json::{json, Value};
 
 use super::{code, Cli};
@@ -73,9 +73,49 @@ fn fields(s: &Status, socket: &str) -> Vec<(&'static str, String, &'static str, 
         ("rules", s.rules.to_string(), "rules", json!(s.rules)),
         (
             "rate",
-            format!("{} records/s", s.rate_per_s),
+            format!(
+                "{} records/s (last minute: {}/s)",
+                s.rate_per_s, s.rate_per_min
+            ),
             "rate_per_s",
             json!(s.rate_per_s),
+        ),
+        ("", String::new(), "rate_per_min", json!(s.rate_per_min)),
+        (
+            "unwatched",
+            if s.unwatched_count == 0 {
+                "none".into()
+            } else {
+                let more = s.unwatched_count.saturating_sub(s.unwatched.len() as u64);
+                format!(
+                    "{} directories (the inotify watch limit): {}{}",
+                    s.unwatched_count,
+                    s.unwatched.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            },
+            "unwatched",
+            json!(s.unwatched),
+        ),
+        (
+            "",
+            String::new(),
+            "unwatched_count",
+            json!(s.unwatched_count),
+        ),
+        (
+            "roots gone",
+            if s.roots_gone.is_empty() {
+                "none".into()
+            } else {
+                s.roots_gone.join(", ")
+            },
+            "roots_gone",
+            json!(s.roots_gone),
         ),
         (
             "ring",
@@ -93,11 +133,54 @@ fn fields(s: &Status, socket: &str) -> Vec<(&'static str, String, &'static str, 
         ),
         (
             "history",
-            format!("{} rows", s.history_rows),
+            format!(
+                "{} rows, {}, writing {} rows/s",
+                s.history_rows,
+                kib(s.history_bytes),
+                s.history_rows_per_s
+            ),
             "history_rows",
             json!(s.history_rows),
         ),
+        ("", String::new(), "history_bytes", json!(s.history_bytes)),
+        (
+            "",
+            String::new(),
+            "history_rows_per_s",
+            json!(s.history_rows_per_s),
+        ),
+        ("storage", s.storage.clone(), "storage", json!(s.storage)),
         ("health", s.health.clone(), "health", json!(s.health)),
+        (
+            "counters",
+            counters(&s.counters)
+                .iter()
+                .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+                .collect::<Vec<_>>()
+                .join(", "),
+            "counters",
+            Value::Object(
+                counters(&s.counters)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect(),
+            ),
+        ),
+    ]
+}
+
+/// The counters by name (the JSON keys; with spaces for a person).
+fn counters(c: &StatusCounters) -> [(&'static str, u64); 9] {
+    [
+        ("records", c.records),
+        ("overflows", c.overflows),
+        ("not_stored", c.not_stored),
+        ("not_streamed", c.not_streamed),
+        ("writer_overflowed", c.writer_overflowed),
+        ("retention_removed", c.retention_removed),
+        ("lease_blocked", c.lease_blocked),
+        ("cut_off", c.cut_off),
+        ("left_behind", c.left_behind),
     ]
 }
 

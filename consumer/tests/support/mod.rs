@@ -176,6 +176,12 @@ impl ServiceInfo for Info {
         st.rules = 2;
         st.history_rows = h.rows.len() as u64;
         st.health = "ok".into();
+        st.storage = "ok".into();
+        st.rate_per_min = 5;
+        st.unwatched = vec!["/w/deep".into()];
+        st.unwatched_count = 2;
+        st.counters.overflows = 3;
+        st.counters.not_stored = 4;
     }
 }
 

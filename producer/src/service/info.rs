@@ -12,6 +12,7 @@ use firehose_transport::control::wire::{HistoryQuery, QueryEnd, Status};
 use firehose_transport::record::FileEvent;
 
 use super::pipeline::PipelineStats;
+use super::publisher::PubStats;
 use crate::history::{Health, HistoryReader, HistoryWriter};
 use crate::lease::{Lease, LeaseHealth};
 use crate::watch::Watcher;
@@ -33,6 +34,8 @@ pub struct Info {
     pub watcher: Option<Arc<Watcher>>,
     /// The pipeline's counters and rules.
     pub stats: Arc<PipelineStats>,
+    /// The publisher's counters.
+    pub published: Arc<PubStats>,
     /// A reader for bounds (opened lazily).
     pub reader: Option<HistoryReader>,
 }
@@ -93,12 +96,25 @@ impl ServiceInfo for Info {
             st.rules = rules.rules().len() as u32;
         }
         st.rate_per_s = self.stats.rate_1s.load(Ordering::Relaxed);
+        st.rate_per_min = self.stats.rate_60s.load(Ordering::Relaxed);
         st.next_seq = self.stats.next_seq.load(Ordering::Relaxed);
         let ws = self.writer.stats();
         let db = HistoryReader::open(&self.db).and_then(|r| r.info()).ok();
         st.history_rows = db.as_ref().map_or(ws.rows, |i| i.rows);
+        st.history_bytes = db.as_ref().map_or(0, |i| i.bytes);
+        st.history_rows_per_s = ws.rows_per_sec;
+        st.storage = "ok".into();
+        let c = &mut st.counters;
+        c.records = self.stats.records.load(Ordering::Relaxed);
+        c.overflows = self.stats.overflows.load(Ordering::Relaxed);
+        c.not_stored = ws.store_failed;
+        c.not_streamed = self.published.not_streamed.load(Ordering::Relaxed);
+        c.writer_overflowed = ws.overflowed;
+        c.retention_removed = ws.retention_removed;
+        c.lease_blocked = self.stats.lease_blocked.load(Ordering::Relaxed);
         let mut problems = Vec::new();
         if let Health::Degraded { reason, .. } = self.writer.health() {
+            st.storage = format!("degraded: {reason}");
             problems.push(format!("storage degraded: {reason}"));
         }
         if let LeaseHealth::Failing { reason, .. } = self.lease.health() {
@@ -109,6 +125,12 @@ impl ServiceInfo for Info {
         }
         if let Some(w) = &self.watcher {
             let ws = w.status();
+            let shown = |p: &[PathBuf], n: usize| -> Vec<String> {
+                p.iter().take(n).map(|p| p.display().to_string()).collect()
+            };
+            st.unwatched = shown(&ws.unwatched, Status::UNWATCHED_LISTED);
+            st.unwatched_count = ws.unwatched_count as u64;
+            st.roots_gone = shown(&ws.gone_roots, usize::MAX);
             if ws.unwatched_count > 0 {
                 problems.push(format!(
                     "{} directories unwatched (inotify watch limit), e.g. {}",
@@ -141,23 +163,10 @@ impl ServiceInfo for Info {
         {
             problems.push(format!("last filter reload rejected: {e}"));
         }
-        let counters = format!(
-            "database {} MiB, writer {} rows/s; records {} (1 s: {}/s, 1 min: {}/s), overflows {}, writer overflowed {}, not stored (failed) {}, retention removed {}, lease-blocked {}",
-            db.as_ref().map_or(0, |i| i.bytes >> 20),
-            ws.rows_per_sec,
-            self.stats.records.load(Ordering::Relaxed),
-            st.rate_per_s,
-            self.stats.rate_60s.load(Ordering::Relaxed),
-            self.stats.overflows.load(Ordering::Relaxed),
-            ws.overflowed,
-            ws.store_failed,
-            ws.retention_removed,
-            self.stats.lease_blocked.load(Ordering::Relaxed),
-        );
         st.health = if problems.is_empty() {
-            format!("ok; {counters}")
+            "ok".into()
         } else {
-            format!("{}; {counters}", problems.join("; "))
+            problems.join("; ")
         };
     }
 }

@@ -205,6 +205,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
         lease: lease.clone(),
         watcher: watcher.clone(),
         stats: stats.clone(),
+        published: publisher.stats.clone(),
         reader: None,
     };
     let fd_limit = raise_fd_limit().unwrap_or(1024);

@@ -571,7 +571,7 @@ impl<T: Archive> Client<T> {
         self.send(&ClientMsg::StatusRequest)?;
         loop {
             if let ClientEvent::Status(s) = self.next_other(Duration::from_secs(10))? {
-                return Ok(s);
+                return Ok(*s);
             }
         }
     }

@@ -78,7 +78,7 @@ pub enum ClientEvent {
         end: QueryEnd,
     },
     /// The service's status.
-    Status(Status),
+    Status(Box<Status>),
     /// The connection is over.
     Disconnected {
         /// Why.

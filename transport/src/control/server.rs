@@ -500,7 +500,7 @@ impl<T: Archive> Server<T> {
             if let Some(c) = self.conns.get_mut(&t) {
                 c.status_owed = false;
                 c.status_sent = Some(now);
-                c.sm.send(&ServerMsg::Status(st.clone()), vec![]);
+                c.sm.send(&ServerMsg::Status(Box::new(st.clone())), vec![]);
             }
             self.flush_conn(t);
         }
@@ -835,6 +835,8 @@ impl<T: Archive> Server<T> {
             ..Status::default()
         };
         drop(p);
+        st.counters.cut_off = self.stats.cut_off;
+        st.counters.left_behind = self.stats.left_behind;
         self.info.status(&mut st);
         st
     }

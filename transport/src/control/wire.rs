@@ -22,7 +22,7 @@ use crate::record::{EventKind, FileEvent, GapInfo, GapReason};
 use crate::ring::Policy;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest frame body either side accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Bytes before a frame's body.
@@ -442,8 +442,86 @@ pub struct Status {
     pub readers: Vec<ReaderStatus>,
     /// Rows in history.
     pub history_rows: u64,
-    /// "ok", or what is wrong.
+    /// "ok", or every problem in words: storage, the seq lease, unwatched directories,
+    /// roots gone, a rejected filter reload.
     pub health: String,
+    /// Records per second averaged over the last minute.
+    pub rate_per_min: u64,
+    /// Directories under the roots that are not watched (the inotify watch limit), at most
+    /// [`Status::UNWATCHED_LISTED`] of them; `unwatched_count` says how many there are.
+    pub unwatched: Vec<String>,
+    /// How many directories are not watched.
+    pub unwatched_count: u64,
+    /// Roots that are gone (deleted or unmounted), watched again when they come back.
+    pub roots_gone: Vec<String>,
+    /// The history database's size in bytes (its pages; the WAL not included).
+    pub history_bytes: u64,
+    /// Rows the history writer committed per second (recent).
+    pub history_rows_per_s: u64,
+    /// "ok", or why storing is degraded (a full disk, a read-only database, ...).
+    pub storage: String,
+    /// What was lost or held back, and where.
+    pub counters: StatusCounters,
+}
+
+impl Status {
+    /// At most this many unwatched directories are listed.
+    pub const UNWATCHED_LISTED: usize = 64;
+}
+
+/// The service's counters since it started: nothing is dropped without one of these
+/// moving.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StatusCounters {
+    /// Records published since start.
+    pub records: u64,
+    /// Kernel or watcher queue overflows (each is an `overflow` record).
+    pub overflows: u64,
+    /// Records that could not be stored (a failing database): gap records `not_stored`.
+    pub not_stored: u64,
+    /// Records not streamed into the ring: gap records `not_streamed`.
+    pub not_streamed: u64,
+    /// Records the history writer's queue could not take: gap records `writer_overflow`.
+    pub writer_overflowed: u64,
+    /// Rows removed by retention: gap records `retention`.
+    pub retention_removed: u64,
+    /// Times publishing waited at the end of the seq lease.
+    pub lease_blocked: u64,
+    /// Lossless readers cut off for being too slow (they continue as lagging readers).
+    pub cut_off: u64,
+    /// Departed lossless readers left behind by a rotation.
+    pub left_behind: u64,
+}
+
+impl Codec for StatusCounters {
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        for v in [
+            self.records,
+            self.overflows,
+            self.not_stored,
+            self.not_streamed,
+            self.writer_overflowed,
+            self.retention_removed,
+            self.lease_blocked,
+            self.cut_off,
+            self.left_behind,
+        ] {
+            v.encode(out);
+        }
+    }
+    fn decode<B: Buf>(buf: &mut B) -> Result<Self, DecodeError> {
+        Ok(StatusCounters {
+            records: u64::decode(buf)?,
+            overflows: u64::decode(buf)?,
+            not_stored: u64::decode(buf)?,
+            not_streamed: u64::decode(buf)?,
+            writer_overflowed: u64::decode(buf)?,
+            retention_removed: u64::decode(buf)?,
+            lease_blocked: u64::decode(buf)?,
+            cut_off: u64::decode(buf)?,
+            left_behind: u64::decode(buf)?,
+        })
+    }
 }
 
 /// A message from a client.
@@ -486,7 +564,7 @@ pub enum ServerMsg {
         end: QueryEnd,
     },
     /// Answer to a status request.
-    Status(Status),
+    Status(Box<Status>),
     /// The service closes the connection, for `reason`.
     Bye {
         /// Why.
@@ -752,6 +830,14 @@ impl Codec for ServerMsg {
                 encode_list(&s.readers, out);
                 s.history_rows.encode(out);
                 s.health.encode(out);
+                s.rate_per_min.encode(out);
+                encode_list(&s.unwatched, out);
+                s.unwatched_count.encode(out);
+                encode_list(&s.roots_gone, out);
+                s.history_bytes.encode(out);
+                s.history_rows_per_s.encode(out);
+                s.storage.encode(out);
+                s.counters.encode(out);
             }
             ServerMsg::Bye { reason } => {
                 out.put_u16_le(T_BYE);
@@ -830,7 +916,7 @@ impl Codec for ServerMsg {
                 };
                 ServerMsg::RowsEnd { id, end }
             }
-            T_STATUS => ServerMsg::Status(Status {
+            T_STATUS => ServerMsg::Status(Box::new(Status {
                 pid: u32::decode(buf)?,
                 uptime_ms: u64::decode(buf)?,
                 roots: decode_list(buf, 4096)?,
@@ -843,7 +929,15 @@ impl Codec for ServerMsg {
                 readers: decode_list(buf, 65536)?,
                 history_rows: u64::decode(buf)?,
                 health: String::decode(buf)?,
-            }),
+                rate_per_min: u64::decode(buf)?,
+                unwatched: decode_list(buf, Status::UNWATCHED_LISTED)?,
+                unwatched_count: u64::decode(buf)?,
+                roots_gone: decode_list(buf, 4096)?,
+                history_bytes: u64::decode(buf)?,
+                history_rows_per_s: u64::decode(buf)?,
+                storage: String::decode(buf)?,
+                counters: StatusCounters::decode(buf)?,
+            })),
             T_BYE => ServerMsg::Bye {
                 reason: DisconnectReason::decode(buf)?,
             },

@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use proptest::prelude::*;
 
 use super::*;
-use crate::control::wire::{StartAt, MAX_MESSAGE};
+use crate::control::wire::{StartAt, StatusCounters, MAX_MESSAGE};
 use crate::record::{EventKind, GapReason};
 use crate::ring::Policy;
 
@@ -151,9 +151,27 @@ fn queries_and_status_round_trip() {
         pid: 1,
         readers: vec![],
         health: "ok".into(),
+        rate_per_min: 7,
+        unwatched: vec!["/a/b".into()],
+        unwatched_count: 3,
+        roots_gone: vec!["/gone".into()],
+        history_bytes: 4096,
+        history_rows_per_s: 12,
+        storage: "degraded: disk full".into(),
+        counters: StatusCounters {
+            records: 1,
+            overflows: 2,
+            not_stored: 3,
+            not_streamed: 4,
+            writer_overflowed: 5,
+            retention_removed: 6,
+            lease_blocked: 7,
+            cut_off: 8,
+            left_behind: 9,
+        },
         ..Status::default()
     };
-    s.send(&ServerMsg::Status(status.clone()), vec![]);
+    s.send(&ServerMsg::Status(Box::new(status.clone())), vec![]);
     drive(&mut c, &mut s, 64);
     let ev = client_events(&mut c);
     assert!(matches!(&ev[0], ClientEvent::Rows { id: 5, rows } if rows == &vec![row.clone()]));
@@ -164,7 +182,7 @@ fn queries_and_status_round_trip() {
             end: QueryEnd::Limit
         }
     ));
-    assert!(matches!(&ev[2], ClientEvent::Status(st) if *st == status));
+    assert!(matches!(&ev[2], ClientEvent::Status(st) if **st == status));
 }
 
 #[test]

@@ -28,6 +28,9 @@ use crate::history::HistoryWriter;
 use crate::lease::Lease;
 use crate::watch::{RawEvent, WatchEvent, Watcher};
 
+/// How long a `NotStored` range may grow before it is written as a gap row.
+const NOT_STORED_HOLD: Duration = Duration::from_millis(200);
+
 /// Counters and the current rules, shared with the status report.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -75,6 +78,8 @@ pub struct Pipeline {
     coalescer: Coalescer<FileEvent>,
     /// A `NotStored` range waiting to be written as one gap row.
     not_stored: Option<(u64, u64)>,
+    /// When that range began.
+    not_stored_since: Option<Instant>,
     stats: Arc<PipelineStats>,
     window: RateWindow,
     out: Vec<FileEvent>,
@@ -177,6 +182,7 @@ impl Pipeline {
             next_seq,
             coalescer: Coalescer::new(65_536),
             not_stored: None,
+            not_stored_since: None,
             stats,
             window: RateWindow::new(),
             out: Vec::new(),
@@ -250,9 +256,15 @@ impl Pipeline {
         }
         self.out = due;
         self.window.tick(0, &self.stats);
-        // A NotStored range is written once a second at the latest, so history never lags
-        // far behind the stream.
-        self.flush_not_stored();
+        // A NotStored range grows while unstored records keep coming and is written
+        // after NOT_STORED_HOLD at the latest (or when a stored record ends it): a few gap
+        // rows a second at any rate, and history never lags far behind the stream.
+        if self
+            .not_stored_since
+            .is_some_and(|t| now.duration_since(t) >= NOT_STORED_HOLD)
+        {
+            self.flush_not_stored();
+        }
     }
 
     fn on_watch(&mut self, ev: WatchEvent) {
@@ -412,7 +424,10 @@ impl Pipeline {
         } else {
             self.not_stored = match self.not_stored {
                 Some((from, _)) => Some((from, seq)),
-                None => Some((seq, seq)),
+                None => {
+                    self.not_stored_since = Some(Instant::now());
+                    Some((seq, seq))
+                }
             };
         }
         match (store, stream) {
@@ -431,6 +446,7 @@ impl Pipeline {
     }
 
     fn flush_not_stored(&mut self) {
+        self.not_stored_since = None;
         if let Some((from, to)) = self.not_stored.take() {
             self.writer.submit(gap_row(from, to, GapReason::NotStored));
         }

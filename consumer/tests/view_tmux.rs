@@ -4,69 +4,18 @@
 //! back is shown. Every wait polls `capture-pane` under a deadline.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(30);
+mod real;
+
+use real::{Service, DEADLINE};
 
 fn have_tmux() -> bool {
     Command::new("tmux")
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// `firehosed`, built beside `firehose` (built here if missing).
-fn firehosed() -> PathBuf {
-    let exe = Path::new(env!("CARGO_BIN_EXE_firehose")).with_file_name("firehosed");
-    if !exe.exists() {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "firehose-producer", "--bin", "firehosed"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("run cargo");
-        assert!(st.success(), "building firehosed failed");
-    }
-    exe
-}
-
-/// A `firehosed` watching `dir/w`, killed when dropped.
-struct Service(Child);
-
-impl Service {
-    fn start(dir: &Path) -> Service {
-        let sock = dir.join("s.sock");
-        let _ = std::fs::remove_file(&sock);
-        let child = Command::new(firehosed())
-            .arg("--watch")
-            .arg(dir.join("w"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--db")
-            .arg(dir.join("h.db"))
-            .arg("--filters")
-            .arg(dir.join("filters"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start firehosed");
-        let until = Instant::now() + DEADLINE;
-        while !sock.exists() {
-            assert!(
-                Instant::now() < until,
-                "firehosed did not create its socket"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Service(child)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A tmux session running the viewer, killed when dropped.
@@ -157,7 +106,7 @@ fn setup(tag: &str) -> (PathBuf, Service) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("w")).unwrap();
     std::fs::create_dir_all(dir.join("filters")).unwrap();
-    let svc = Service::start(&dir);
+    let svc = Service::start(&dir, &[]);
     (dir, svc)
 }
 
@@ -232,7 +181,7 @@ fn rows_filter_pause_scroll_and_the_service_going_away() {
     // The service going away is shown; coming back too.
     drop(svc);
     t.wait("the banner", |s| s.contains("went away"));
-    let _svc = Service::start(&dir);
+    let _svc = Service::start(&dir, &[]);
     t.wait("reconnected", |s| s.contains("reconnected"));
     touch(&dir, "after-restart");
     t.wait("rows after the restart", |s| s.contains("/w/after-restart"));

@@ -7,6 +7,7 @@ use firehose_consumer::{Event, EventKind};
 
 use super::buffer::Buffer;
 use super::filter::Filter;
+use super::live::Msg;
 use super::paging::{Paging, Request};
 use super::rate::Rate;
 use super::row::Row;
@@ -124,19 +125,7 @@ impl App {
     pub(crate) fn ingest(&mut self, ev: &Event<'_>) {
         self.dirty = true;
         match ev {
-            Event::Record(r) => {
-                self.counts.received += 1;
-                let row = Row::from_record(r);
-                match row.kind {
-                    EventKind::Overflow => self.counts.overflows += 1,
-                    EventKind::Gap => self.counts.gaps += 1,
-                    _ => {}
-                }
-                if matches!(self.conn, Conn::Down(_)) {
-                    self.conn = Conn::Up(None);
-                }
-                self.push_live(row);
-            }
+            Event::Record(r) => self.ingest_row(Row::from_record(r)),
             Event::Gap { from, to, .. } | Event::StorageGap { from, to, .. } => {
                 self.counts.gaps += to - from + 1;
             }
@@ -155,6 +144,33 @@ impl App {
                 ));
             }
             _ => {}
+        }
+    }
+
+    /// Takes one record, already a row.
+    pub(crate) fn ingest_row(&mut self, row: Row) {
+        self.dirty = true;
+        self.counts.received += 1;
+        match row.kind {
+            EventKind::Overflow => self.counts.overflows += 1,
+            EventKind::Gap => self.counts.gaps += 1,
+            _ => {}
+        }
+        if matches!(self.conn, Conn::Down(_)) {
+            self.conn = Conn::Up(None);
+        }
+        self.push_live(row);
+    }
+
+    /// Takes what the live reader handed over.
+    pub(crate) fn ingest_msg(&mut self, m: Msg) {
+        match m {
+            Msg::Row(row) => self.ingest_row(row),
+            Msg::Notice(ev) => self.ingest(&ev.as_event()),
+            Msg::Ended(why) => {
+                self.conn = Conn::Ended(why);
+                self.dirty = true;
+            }
         }
     }
 

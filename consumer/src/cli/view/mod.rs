@@ -1,4 +1,5 @@
-//! `firehose view`: a live terminal viewer. The loop drains the ring once per frame into a
+//! `firehose view`: a live terminal viewer. A reader thread drains the ring as records come
+//! into a bounded inbox ([`live`]); the screen takes the inbox once per frame into its
 //! bounded buffer, redraws at most every [`FRAME`] (and only when something changed), and
 //! sends history page requests to a worker thread so it never waits.
 
@@ -8,6 +9,7 @@ mod filter;
 mod glob;
 mod history;
 mod input;
+mod live;
 mod paging;
 mod rate;
 mod row;
@@ -25,8 +27,6 @@ use input::Flow;
 
 /// The shortest time between two frames.
 const FRAME: Duration = Duration::from_millis(33);
-/// The most events one frame takes from the follower.
-const DRAIN_MAX: usize = 200_000;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -39,11 +39,15 @@ pub(crate) struct Args {
     /// Most rows held in memory; scrolling above them pages in history.
     #[arg(long, value_name = "ROWS", default_value_t = 100_000)]
     buffer: usize,
+    /// On exit, print to stderr the frames drawn, the records received and the CPU time used
+    /// (to check that the viewer keeps up).
+    #[arg(long)]
+    stats: bool,
 }
 
 pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
     let socket = cli.socket()?;
-    let mut f = Options::new()
+    let f = Options::new()
         .socket(socket.clone())
         .name("firehose view")
         .policy(if a.lossless {
@@ -58,15 +62,21 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
     let worker = history::Worker::start(socket);
     let mut app = App::new(a.buffer);
     app.live_next = f.next_seq();
+    let live = live::Live::start(f, a.buffer)?;
     let (mut term, _guard) = term::setup()?;
     let started = Instant::now();
     let mut next_frame = Instant::now();
+    let mut frames = 0u64;
     loop {
         // Keys: wait for one until the next frame is due.
         let wait = next_frame.saturating_duration_since(Instant::now());
         if event::poll(wait)? {
             while event::poll(Duration::ZERO)? {
                 if input::handle(&mut app, &event::read()?) == Flow::Quit {
+                    drop(_guard);
+                    if a.stats {
+                        print_stats(frames, &app, started.elapsed());
+                    }
                     return Ok(code::OK);
                 }
             }
@@ -75,20 +85,19 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
             continue;
         }
         next_frame = Instant::now() + FRAME;
-        // Once per frame: everything the ring has (never waits for it).
+        // Once per frame: everything the reader thread gathered (never waits for it).
         let before = app.counts.received;
-        match f.drain(DRAIN_MAX) {
-            Ok(evs) => {
-                for ev in evs {
-                    app.ingest(&ev);
-                }
-            }
-            Err(e) => {
-                app.conn = app::Conn::Ended(e.to_string());
-                app.dirty = true;
-            }
+        let (msgs, dropped) = live.take();
+        if dropped > 0 {
+            // Older than every row the inbox kept: the buffer would have dropped them.
+            app.counts.received += dropped;
+            app.buf.dropped += dropped;
+            app.dirty = true;
         }
-        app.live_next = f.next_seq();
+        for m in msgs {
+            app.ingest_msg(m);
+        }
+        app.live_next = live.next_seq();
         let sec = started.elapsed().as_secs();
         if app.rate.add(sec, app.counts.received - before) {
             app.dirty = true;
@@ -103,6 +112,26 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         if app.dirty {
             app.dirty = false;
             term.draw(|fr| ui::draw(fr, &mut app))?;
+            frames += 1;
         }
     }
+}
+
+/// The `--stats` line: frames, records and CPU over the viewer's life.
+fn print_stats(frames: u64, app: &App, up: Duration) {
+    let secs = up.as_secs_f64().max(1e-9);
+    let cpu = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0.0);
+    eprintln!(
+        "firehose view: {frames} frames in {secs:.1} s ({:.1}/s), {} records ({:.0}/s), lagged {}, CPU {cpu:.1} s ({:.0}% of one core)",
+        frames as f64 / secs,
+        app.counts.received,
+        app.counts.received as f64 / secs,
+        app.counts.lagged,
+        cpu * 100.0 / secs
+    );
 }

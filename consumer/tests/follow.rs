@@ -84,6 +84,44 @@ fn follows_and_drains_in_order() {
 }
 
 #[test]
+fn one_drain_hands_out_more_than_one_ring_copy() {
+    // A lagging reader copies at most a quarter of the ring at a time (256 KiB here); a
+    // drain gathers copies until it has everything there, up to its maximum.
+    let (_dir, path) = socket_dir();
+    let fake = Fake::start(&path, history(), Config::default());
+    let mut f = Options::new().socket(&path).name("test").connect().unwrap();
+    assert!(f.drain(100).unwrap().is_empty());
+    // A bare client beside it: one receive is one copy.
+    let mut one: firehose_consumer::Client<firehose_consumer::FileEvent> =
+        firehose_consumer::Client::connect(&path, &firehose_consumer::ConnectOptions::default())
+            .unwrap();
+    let seqs = fake.publish(6000, EventKind::Create);
+    let copy = one.recv(100_000).unwrap().len();
+    assert!(copy < 3000, "one copy holds less than half: {copy}");
+    let all: Vec<OwnedEvent> = f
+        .drain(100_000)
+        .unwrap()
+        .map(|e| e.to_owned_event())
+        .collect();
+    assert_eq!(all.len(), 6000, "one drain, everything there");
+    assert_eq!(record_seqs(&all), seqs.clone().collect::<Vec<_>>());
+    // Up to its maximum, and the rest in order after.
+    let more = fake.publish(6000, EventKind::Modify);
+    let first: Vec<OwnedEvent> = f.drain(4000).unwrap().map(|e| e.to_owned_event()).collect();
+    assert_eq!(first.len(), 4000);
+    let rest: Vec<OwnedEvent> = f
+        .drain(100_000)
+        .unwrap()
+        .map(|e| e.to_owned_event())
+        .collect();
+    let got: Vec<u64> = record_seqs(&first)
+        .into_iter()
+        .chain(record_seqs(&rest))
+        .collect();
+    assert_eq!(got, more.collect::<Vec<_>>());
+}
+
+#[test]
 fn lag_is_backfilled_with_nothing_lost_or_duplicated() {
     let (_dir, path) = socket_dir();
     let fake = Fake::start(

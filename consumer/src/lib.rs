@@ -10,6 +10,7 @@
 //!     Follower::recv(max)    waits for events                              ├─► Events: Event<'_>
 //!     Follower::iter()       blocking iterator ──► OwnedEvent             ─┘     Record (zero-copy
 //!     Follower::into_stream  async Stream (feature `tokio`) ──► OwnedEvent        &ArchivedFileEvent,
+//!     Follower::into_background  its own thread, a bounded inbox ──► OwnedEvent
 //!                                                                                or a history row)
 //!                                                                                Gap, Lagged, Missing,
 //!                                                                                Truncated, Disconnected,
@@ -43,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod backfill;
+mod background;
 mod error;
 mod events;
 mod follow;
@@ -55,6 +57,7 @@ mod stream;
 mod text;
 mod view;
 
+pub use background::{Background, Gathered};
 pub use error::FollowError;
 pub use events::{Event, InstanceId, Record};
 pub use follow::{follow_from, Follower};

@@ -1,5 +1,6 @@
-//! The real `firehosed` for tests that need the whole service: built beside `firehose`
-//! (built here if missing), watching `dir/w` with its socket, database and filter folder
+//! The real `firehosed` for tests that need the whole service (the consumer's and the
+//! GUI's; neither crate may depend on the producer): found in the target folder the test
+//! was built in (built there if missing), watching `dir/w` with its socket, database and filter folder
 //! in `dir`, killed when dropped.
 
 #![allow(dead_code, unreachable_pub)]
@@ -11,18 +12,26 @@ use std::time::{Duration, Instant};
 /// How long a test waits for the service before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// `firehosed`, built beside `firehose` (built here if missing).
+/// `firehosed` in the target folder this test was built in (built there if missing).
 pub fn firehosed() -> PathBuf {
-    let exe = Path::new(env!("CARGO_BIN_EXE_firehose")).with_file_name("firehosed");
-    if !exe.exists() {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "firehose-producer", "--bin", "firehosed"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("run cargo");
+    // A test runs as target/<profile>/deps/<name>-<hash>; the binaries sit in <profile>.
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let daemon = profile_dir.join("firehosed");
+    if !daemon.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "firehose-producer", "--bin", "firehosed"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo");
         assert!(st.success(), "building firehosed failed");
     }
-    exe
+    daemon
 }
 
 /// A running `firehosed`.
@@ -52,9 +61,19 @@ impl Service {
 
     /// kill -9, then start it again over the same database and socket.
     pub fn kill_9_and_restart(&mut self, down_for: Duration) {
+        self.kill_9();
+        std::thread::sleep(down_for);
+        self.restart();
+    }
+
+    /// kill -9.
+    pub fn kill_9(&mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
-        std::thread::sleep(down_for);
+    }
+
+    /// Starts it again (after [`kill_9`](Self::kill_9)) over the same database and socket.
+    pub fn restart(&mut self) {
         self.child = spawn(&self.dir, &self.extra);
     }
 }

@@ -7,7 +7,6 @@ use firehose_consumer::{Event, EventKind};
 
 use super::buffer::Buffer;
 use super::filter::Filter;
-use super::live::Msg;
 use super::paging::{Paging, Request};
 use super::rate::Rate;
 use super::row::Row;
@@ -160,18 +159,6 @@ impl App {
             self.conn = Conn::Up(None);
         }
         self.push_live(row);
-    }
-
-    /// Takes what the live reader handed over.
-    pub(crate) fn ingest_msg(&mut self, m: Msg) {
-        match m {
-            Msg::Row(row) => self.ingest_row(row),
-            Msg::Notice(ev) => self.ingest(&ev.as_event()),
-            Msg::Ended(why) => {
-                self.conn = Conn::Ended(why);
-                self.dirty = true;
-            }
-        }
     }
 
     fn push_live(&mut self, row: Row) {

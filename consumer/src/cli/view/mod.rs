@@ -1,5 +1,6 @@
 //! `firehose view`: a live terminal viewer. A reader thread drains the ring as records come
-//! into a bounded inbox ([`live`]); the screen takes the inbox once per frame into its
+//! into a bounded inbox (`Follower::into_background`); the screen takes the inbox once per
+//! frame into its
 //! bounded buffer, redraws at most every [`FRAME`] (and only when something changed), and
 //! sends history page requests to a worker thread so it never waits.
 
@@ -9,7 +10,6 @@ mod filter;
 mod glob;
 mod history;
 mod input;
-mod live;
 mod paging;
 mod rate;
 mod row;
@@ -18,12 +18,13 @@ mod ui;
 
 use std::time::{Duration, Instant};
 
-use firehose_consumer::{Options, Policy, Start};
+use firehose_consumer::{Options, OwnedEvent, Policy, Start};
 use ratatui::crossterm::event;
 
 use super::{code, Cli};
 use app::App;
 use input::Flow;
+use row::Row;
 
 /// The shortest time between two frames.
 const FRAME: Duration = Duration::from_millis(33);
@@ -62,7 +63,7 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
     let worker = history::Worker::start(socket);
     let mut app = App::new(a.buffer);
     app.live_next = f.next_seq();
-    let live = live::Live::start(f, a.buffer)?;
+    let live = f.into_background(a.buffer, || {})?;
     let (mut term, _guard) = term::setup()?;
     let started = Instant::now();
     let mut next_frame = Instant::now();
@@ -87,15 +88,22 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         next_frame = Instant::now() + FRAME;
         // Once per frame: everything the reader thread gathered (never waits for it).
         let before = app.counts.received;
-        let (msgs, dropped) = live.take();
-        if dropped > 0 {
-            // Older than every row the inbox kept: the buffer would have dropped them.
-            app.counts.received += dropped;
-            app.buf.dropped += dropped;
+        let got = live.take();
+        if got.dropped > 0 {
+            // Older than every record the inbox kept: the buffer would have dropped them.
+            app.counts.received += got.dropped;
+            app.buf.dropped += got.dropped;
             app.dirty = true;
         }
-        for m in msgs {
-            app.ingest_msg(m);
+        for ev in &got.events {
+            match ev {
+                OwnedEvent::Record(r) => app.ingest_row(Row::from_event(r)),
+                other => app.ingest(&other.as_event()),
+            }
+        }
+        if let Some(e) = got.ended {
+            app.conn = app::Conn::Ended(e.to_string());
+            app.dirty = true;
         }
         app.live_next = live.next_seq();
         let sec = started.elapsed().as_secs();

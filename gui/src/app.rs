@@ -1,0 +1,446 @@
+//! The window: a top bar (pause, follow, filter, kind toggles, counters, the service-loss
+//! banner), the live table in the middle (virtualised: only the rows in view are laid
+//! out), and on the right the selected row, the rate over the last minute and the
+//! service's status.
+
+use std::time::Instant;
+
+use eframe::egui::{self, Color32, RichText};
+use firehose_consumer::{Background, OwnedEvent, Policy, Status};
+
+use crate::model::{kind_name, Conn, Model, KINDS};
+use crate::status::Latest;
+
+/// The monitor: the model, the follower's thread and the status.
+#[derive(Debug)]
+pub struct Monitor {
+    /// What is shown.
+    pub model: Model,
+    live: Background,
+    status: Option<Latest>,
+    started: Instant,
+    filter_text: String,
+    /// Frames drawn (for `--stats`).
+    pub frames: u64,
+    /// Scroll to the newest row on the next frame.
+    jump: bool,
+    /// Print the stats line and close after this long (`--stats-after`).
+    pub stats_after: Option<std::time::Duration>,
+    /// With `--stats-after`: for each record (up to a million), ns from the watcher
+    /// reading its event (the record's time) to the frame that shows it.
+    latencies: Vec<u64>,
+}
+
+const ROW_H: f32 = 18.0;
+
+impl Monitor {
+    /// A monitor over a follower already on its thread, and the status source.
+    pub fn new(live: Background, status: Option<Latest>, cap: usize) -> Monitor {
+        Monitor {
+            model: Model::new(cap),
+            live,
+            status,
+            started: Instant::now(),
+            filter_text: String::new(),
+            frames: 0,
+            jump: false,
+            stats_after: None,
+            latencies: Vec::new(),
+        }
+    }
+
+    /// One frame: take what the follower gathered, then draw.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        self.frames += 1;
+        if let Some(after) = self.stats_after {
+            if self.started.elapsed() >= after {
+                eprintln!("{}", self.stats_line());
+                self.stats_after = None;
+                ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+        }
+        let sec = self.started.elapsed().as_secs();
+        let got = self.live.take();
+        if self.stats_after.is_some() && self.latencies.len() < 1_000_000 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            for ev in &got.events {
+                if let OwnedEvent::Record(r) = ev {
+                    self.latencies.push(now.saturating_sub(r.time_ns));
+                }
+            }
+        }
+        self.model.ingest(got, sec);
+        self.keys(ui);
+        egui::Panel::top("bar").show(ui, |ui| self.bar(ui));
+        egui::Panel::right("side")
+            .default_size(360.0)
+            .show(ui, |ui| self.side(ui));
+        egui::CentralPanel::default_margins().show(ui, |ui| self.table(ui));
+        // The rate moves once a second even when nothing comes.
+        if self.model.rate.back().is_some_and(|&r| r > 0) {
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_secs(1));
+        }
+    }
+
+    /// Frames, records, lag, CPU and peak memory over the monitor's life.
+    pub fn stats_line(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let c = self.model.counts;
+        let (cpu, rss_kib) = usage();
+        let mut lat = self.latencies.clone();
+        lat.sort_unstable();
+        let q = |f: f64| {
+            lat.get(((lat.len() as f64 * f) as usize).min(lat.len().saturating_sub(1)))
+                .map_or(0.0, |&v| v as f64 / 1e3)
+        };
+        format!(
+            "firehose-gui: {} frames in {secs:.1} s ({:.1}/s), {} records ({:.0}/s), lagged {}, dropped from memory {}, CPU {cpu:.1} s ({:.0}% of one core), peak RSS {} MiB, record to frame p50 {:.0} µs p99 {:.0} µs max {:.0} µs",
+            self.frames,
+            self.frames as f64 / secs,
+            c.received,
+            c.received as f64 / secs,
+            c.lagged,
+            c.dropped,
+            cpu * 100.0 / secs,
+            rss_kib / 1024,
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        )
+    }
+
+    fn keys(&mut self, ui: &mut egui::Ui) {
+        if ui.ctx().text_edit_focused() {
+            return;
+        }
+        let (space, end) = ui.input(|i| {
+            (
+                i.key_pressed(egui::Key::Space),
+                i.key_pressed(egui::Key::End) || i.key_pressed(egui::Key::F),
+            )
+        });
+        if space {
+            self.model.set_paused(!self.model.paused);
+        }
+        if end {
+            self.follow_newest();
+        }
+    }
+
+    fn follow_newest(&mut self) {
+        self.model.set_paused(false);
+        self.model.set_follow(true);
+        self.jump = true;
+    }
+
+    fn bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("Firehose");
+            let pause = if self.model.paused { "Resume" } else { "Pause" };
+            if ui.button(pause).clicked() {
+                self.model.set_paused(!self.model.paused);
+            }
+            if ui
+                .add_enabled(self.model.holding(), egui::Button::new("Follow newest"))
+                .clicked()
+            {
+                self.follow_newest();
+            }
+            let label = ui.label("Filter");
+            let edit = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.filter_text)
+                        .hint_text("glob or substring")
+                        .desired_width(220.0),
+                )
+                .labelled_by(label.id);
+            if edit.changed() {
+                self.model.set_filter(&self.filter_text);
+            }
+            for k in KINDS {
+                let mut on = self.model.kind_shown(k);
+                if ui.checkbox(&mut on, kind_name(k)).changed() {
+                    self.model.toggle(k);
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            let c = self.model.counts;
+            let normal = ui.visuals().text_color();
+            let warn = |n: u64| if n > 0 { Color32::LIGHT_RED } else { normal };
+            let state = if self.model.paused {
+                "PAUSED"
+            } else if !self.model.follow {
+                "SCROLLED (new rows held)"
+            } else {
+                "FOLLOWING"
+            };
+            ui.label(RichText::new(state).strong());
+            ui.label(format!(
+                "rows {}  shown {}  received {}  dropped {}",
+                self.model.rows.len(),
+                self.model.shown_len(),
+                c.received,
+                c.dropped
+            ));
+            ui.label(RichText::new(format!("lagged {}", c.lagged)).color(warn(c.lagged)));
+            ui.label(RichText::new(format!("gaps {}", c.gaps)).color(warn(c.gaps)));
+            ui.label(RichText::new(format!("overflow {}", c.overflows)).color(warn(c.overflows)));
+            let rate = self.model.rate.iter().rev().nth(1).copied().unwrap_or(0);
+            ui.label(format!("{rate} records/s"));
+            if self.model.held_len() > 0 {
+                ui.label(format!("{} new rows held", self.model.held_len()));
+            }
+        });
+        match &self.model.conn {
+            Conn::Up(Some(seq)) => {
+                ui.label(
+                    RichText::new(format!(
+                        "Reconnected: live from seq {seq}, the gap backfilled from history"
+                    ))
+                    .color(Color32::LIGHT_GREEN),
+                );
+            }
+            Conn::Up(None) => {}
+            Conn::Down(why) => {
+                ui.label(
+                    RichText::new(format!("The service went away ({why}); reconnecting…"))
+                        .color(Color32::YELLOW)
+                        .strong(),
+                );
+            }
+            Conn::Ended(why) => {
+                ui.label(
+                    RichText::new(format!("Disconnected for good: {why}"))
+                        .color(Color32::LIGHT_RED)
+                        .strong(),
+                );
+            }
+        }
+    }
+
+    fn table(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.monospace(format!(
+                "{:<12} {:<11} {:>5} {:>9}  path",
+                "time", "kind", "rule", "size"
+            ));
+        });
+        let n = self.model.shown_len();
+        let mut area = egui::ScrollArea::vertical()
+            .auto_shrink(false)
+            .stick_to_bottom(self.model.follow);
+        let jumped = std::mem::take(&mut self.jump);
+        if jumped {
+            area = area.vertical_scroll_offset(f32::MAX);
+        }
+        let out = area.show_rows(ui, ROW_H, n, |ui, range| {
+            for i in range {
+                let Some(row) = self.model.shown_row(i) else {
+                    continue;
+                };
+                let path = match &row.to {
+                    Some(to) => format!("{} -> {to}", row.path),
+                    None => row.path.clone(),
+                };
+                let text = format!(
+                    "{:<12} {:<11} {:>5} {:>9}  {path}",
+                    row.clock(),
+                    kind_name(row.kind),
+                    row.rule,
+                    row.size.map_or("-".into(), |s| s.to_string())
+                );
+                let seq = row.seq;
+                let selected = self.model.selected == Some(seq);
+                if ui
+                    .selectable_label(selected, RichText::new(text).monospace())
+                    .clicked()
+                {
+                    self.model.selected = Some(seq);
+                }
+            }
+        });
+        // Sticky follow: scrolled away from the bottom, the table holds still.
+        // While following, the area sticks to the bottom by itself: away from it, the user
+        // scrolled up; back at it, they came down again.
+        let at_bottom =
+            out.state.clamped_offset().y + out.inner_rect.height() >= out.content_size.y - 2.0;
+        if self.model.follow != at_bottom && !jumped {
+            self.model.set_follow(at_bottom);
+        }
+    }
+
+    fn side(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Selected");
+        match self.model.selected_row() {
+            Some(r) => {
+                egui::Grid::new("detail").num_columns(2).show(ui, |ui| {
+                    ui.label("seq");
+                    ui.label(r.seq.to_string());
+                    ui.end_row();
+                    ui.label("kind");
+                    ui.label(kind_name(r.kind));
+                    ui.end_row();
+                    ui.label("path");
+                    ui.label(&r.path);
+                    ui.end_row();
+                    if let Some(to) = &r.to {
+                        ui.label("new path");
+                        ui.label(to);
+                        ui.end_row();
+                    }
+                    ui.label("rule");
+                    ui.label(r.rule.to_string());
+                    ui.end_row();
+                    ui.label("size");
+                    ui.label(r.size.map_or("unknown".into(), |s| format!("{s} bytes")));
+                    ui.end_row();
+                    ui.label("time (ns)");
+                    ui.label(r.time_ns.to_string());
+                    ui.end_row();
+                });
+            }
+            None => {
+                ui.label("Click a row to see its details.");
+            }
+        }
+        ui.separator();
+        ui.heading("Records/s, last minute");
+        self.rate_plot(ui);
+        ui.separator();
+        ui.heading("Service");
+        let Some(latest) = &self.status else {
+            ui.label("(no status)");
+            return;
+        };
+        let latest = latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match latest {
+            Ok((s, at)) => {
+                // The uptime moves on between answers (asked for every few seconds).
+                let mut s = s;
+                s.uptime_ms += at.elapsed().as_millis() as u64;
+                status_grid(ui, &s);
+            }
+            Err(e) => {
+                ui.label(RichText::new(e).color(Color32::YELLOW));
+            }
+        }
+    }
+
+    fn rate_plot(&self, ui: &mut egui::Ui) {
+        let (rect, _) =
+            ui.allocate_exact_size(egui::vec2(ui.available_width(), 80.0), egui::Sense::hover());
+        let p = ui.painter_at(rect);
+        p.rect_stroke(
+            rect,
+            0.0,
+            (1.0, ui.visuals().weak_text_color()),
+            egui::StrokeKind::Inside,
+        );
+        // Whole seconds only: the current one is still counting.
+        let pts: Vec<u64> = self
+            .model
+            .rate
+            .iter()
+            .take(self.model.rate.len().saturating_sub(1))
+            .copied()
+            .collect();
+        let max = pts.iter().copied().max().unwrap_or(0).max(1) as f32;
+        let line: Vec<egui::Pos2> = pts
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let x = rect.right() - (pts.len() - 1 - i) as f32 * rect.width() / 60.0;
+                let y = rect.bottom() - 4.0 - (v as f32 / max) * (rect.height() - 8.0);
+                egui::pos2(x, y)
+            })
+            .collect();
+        if line.len() > 1 {
+            p.add(egui::Shape::line(line, (1.5, Color32::LIGHT_BLUE)));
+        }
+        p.text(
+            rect.left_top() + egui::vec2(4.0, 2.0),
+            egui::Align2::LEFT_TOP,
+            format!("max {max:.0}/s"),
+            egui::FontId::monospace(11.0),
+            ui.visuals().text_color(),
+        );
+    }
+}
+
+/// CPU seconds (user + system) and peak RSS in KiB of this process, from /proc.
+fn usage() -> (f64, u64) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|st| {
+            // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+            let rest = st.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t = |i: usize| f.get(i - 3)?.parse::<f64>().ok();
+            Some((t(14)? + t(15)?) / 100.0)
+        })
+        .unwrap_or(0.0);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+fn status_grid(ui: &mut egui::Ui, s: &Status) {
+    egui::Grid::new("status").num_columns(2).show(ui, |ui| {
+        let mut row = |k: &str, v: String| {
+            ui.label(k);
+            ui.label(v);
+            ui.end_row();
+        };
+        row("pid", s.pid.to_string());
+        row("uptime", format!("{} s", s.uptime_ms / 1000));
+        row("roots", s.roots.join("\n"));
+        if s.unwatched_count > 0 {
+            row("unwatched", format!("{} directories", s.unwatched_count));
+        }
+        row("rules", s.rules.to_string());
+        row(
+            "ring",
+            format!(
+                "{} KiB, {} KiB held",
+                s.ring_capacity >> 10,
+                s.ring_fill >> 10
+            ),
+        );
+        row(
+            "history",
+            format!("{} rows, {} MiB", s.history_rows, s.history_bytes >> 20),
+        );
+        row("storage", s.storage.clone());
+        row("health", s.health.clone());
+    });
+    ui.label(RichText::new("Readers").strong());
+    egui::Grid::new("readers").num_columns(4).show(ui, |ui| {
+        // Our own status connection never reads the ring: its lag means nothing.
+        for r in s.readers.iter().filter(|r| r.name != crate::status::NAME) {
+            ui.label(r.name.clone());
+            ui.label(format!("pid {}", r.pid));
+            ui.label(match r.policy {
+                Policy::Lossless => "lossless",
+                Policy::Lagging => "lagging",
+            });
+            ui.label(format!("lag {} KiB", r.lag_bytes >> 10));
+            ui.end_row();
+        }
+    });
+}
+
+impl eframe::App for Monitor {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+}

@@ -1,0 +1,58 @@
+//! `firehose-gui`: a desktop monitor of the service's file events, on the consumer library
+//! (`firehose-consumer`) and egui. The follower drains the ring on its own thread into a
+//! bounded inbox and asks for a repaint when records come; each frame takes the inbox
+//! once, so the UI thread never waits on the ring or the socket, redraws at the display's
+//! pace under load and not at all when idle.
+
+pub mod app;
+pub mod model;
+pub mod status;
+
+use std::path::PathBuf;
+
+use firehose_consumer::{Options, Policy, Start};
+
+/// How the monitor connects.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The control socket (`None`: the default place).
+    pub socket: Option<PathBuf>,
+    /// Most rows held in memory.
+    pub rows: usize,
+    /// Read losslessly.
+    pub lossless: bool,
+    /// Start at this seq (older rows come from history) instead of the newest.
+    pub from_seq: Option<u64>,
+}
+
+/// Connects and starts the follower and status threads; `repaint` is called when there is
+/// something new to draw.
+///
+/// # Errors
+/// If the service cannot be reached or a thread cannot start.
+pub fn connect(
+    cfg: &Config,
+    repaint: impl Fn() + Send + Sync + Clone + 'static,
+) -> anyhow::Result<app::Monitor> {
+    let mut opts = Options::new()
+        .name("firehose-gui")
+        .policy(if cfg.lossless {
+            Policy::Lossless
+        } else {
+            Policy::Lagging
+        })
+        .start(cfg.from_seq.map_or(Start::Newest, Start::Seq))
+        .backfill(true)
+        .reconnect(true);
+    if let Some(s) = &cfg.socket {
+        opts = opts.socket(s.clone());
+    }
+    let socket = match &cfg.socket {
+        Some(s) => s.clone(),
+        None => firehose_consumer::default_socket_path()?,
+    };
+    let follower = opts.connect()?;
+    let live = follower.into_background(cfg.rows, repaint.clone())?;
+    let status = status::start(socket, repaint)?;
+    Ok(app::Monitor::new(live, Some(status), cfg.rows))
+}

@@ -52,9 +52,11 @@ mod iter;
 mod live;
 mod options;
 mod owned;
+pub mod pages;
 #[cfg(feature = "tokio")]
 mod stream;
 mod text;
+pub mod time;
 mod view;
 
 pub use background::{Background, Gathered};

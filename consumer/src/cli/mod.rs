@@ -5,7 +5,6 @@ mod query;
 mod render;
 mod status;
 mod tail;
-mod time;
 mod view;
 
 use std::path::PathBuf;

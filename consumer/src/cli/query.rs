@@ -10,8 +10,8 @@ use firehose_consumer::{
 };
 
 use super::render::{kind_from_name, write_event, Style};
-use super::time::parse_time;
 use super::{code, Cli};
+use firehose_consumer::time::parse_time;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -48,7 +48,7 @@ fn build(a: &Args) -> anyhow::Result<HistoryQuery> {
         .map_or(0, |d| d.as_nanos() as u64);
     let time = |t: &Option<String>| -> anyhow::Result<Option<u64>> {
         t.as_deref()
-            .map(|t| parse_time(t, now).map_err(anyhow::Error::msg))
+            .map(|t| parse_time(t, now).map_err(anyhow::Error::from))
             .transpose()
     };
     let (since, until) = (time(&a.since)?, time(&a.until)?);

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use firehose_consumer::{escape_path, Event, EventKind, GapReason, Record};
 
-use super::time::rfc3339;
+use firehose_consumer::time::rfc3339;
 
 /// The output style.
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use firehose_consumer::{Event, EventKind};
 
 use super::buffer::Buffer;
 use super::filter::Filter;
-use super::paging::{Paging, Request};
 use super::rate::Rate;
 use super::row::Row;
+use firehose_consumer::pages::{Direction, PageRequest, Paging};
 
 /// What the keyboard is talking to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -277,8 +277,7 @@ impl App {
             for r in t {
                 self.buf.push_back(r, &self.filter);
             }
-            self.paging.in_flight = None;
-            self.paging.older_done = false;
+            self.paging.reset();
         }
     }
 
@@ -326,7 +325,7 @@ impl App {
     }
 
     /// The history request to send now, if scrolling asks for one.
-    pub(crate) fn history_request(&mut self) -> Option<Request> {
+    pub(crate) fn history_request(&mut self) -> Option<PageRequest> {
         if self.want_older {
             let oldest = self.buf.front().map_or(self.live_next, |r| r.seq);
             let r = self.paging.older(oldest);
@@ -363,7 +362,7 @@ impl App {
             return;
         };
         self.paging.error = None;
-        if req.older {
+        if req.direction == Direction::Older {
             self.prepend(rows);
         } else {
             self.append(rows, req.to);

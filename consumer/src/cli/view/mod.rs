@@ -8,9 +8,7 @@ mod app;
 mod buffer;
 mod filter;
 mod glob;
-mod history;
 mod input;
-mod paging;
 mod rate;
 mod row;
 mod term;
@@ -18,6 +16,7 @@ mod ui;
 
 use std::time::{Duration, Instant};
 
+use firehose_consumer::pages::HistoryPager;
 use firehose_consumer::{Options, OwnedEvent, Policy, Start};
 use ratatui::crossterm::event;
 
@@ -60,7 +59,7 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         .backfill(a.from_seq.is_some())
         .reconnect(true)
         .connect()?;
-    let worker = history::Worker::start(socket);
+    let worker = HistoryPager::start(socket, "firehose view (history)", || {})?;
     let mut app = App::new(a.buffer);
     app.live_next = f.next_seq();
     let live = f.into_background(a.buffer, || {})?;
@@ -110,8 +109,12 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         if app.rate.add(sec, app.counts.received - before) {
             app.dirty = true;
         }
-        while let Some((id, answer)) = worker.try_answer() {
-            app.history_answer(id, answer);
+        while let Some(a) = worker.try_answer() {
+            let rows = a
+                .page
+                .map(|p| (p.events.iter().map(Row::from_event).collect(), p.truncated))
+                .map_err(|e| e.to_string());
+            app.history_answer(a.id, rows);
         }
         if let Some(r) = app.history_request() {
             worker.ask(r);

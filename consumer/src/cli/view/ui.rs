@@ -8,10 +8,10 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Spar
 use ratatui::Frame;
 
 use super::super::render::kind_name;
-use super::super::time::rfc3339;
 use super::app::{App, Conn, Mode};
 use super::filter::{Filter, TOGGLED};
 use super::row::Row;
+use firehose_consumer::time::rfc3339;
 
 const HELP_LINE: &str = "q quit  ↑↓/jk move  PgUp/PgDn  g/Home top  G/End/f follow  p/space pause  / filter  1-7 kinds  Enter/d detail  ? help";
 

@@ -143,7 +143,7 @@ fn scrolling_past_memory_pages_history_and_end_returns_live() {
     assert_eq!(app.buf.front().unwrap().seq, 151);
     app.home();
     let r = app.history_request().expect("an older page");
-    assert!(r.older);
+    assert_eq!(r.direction, firehose_consumer::pages::Direction::Older);
     assert_eq!((r.from, r.to), (126, 150));
     assert!(app.history_request().is_none(), "one at a time");
     app.history_answer(r.id, Ok((page(r.from, r.to), None)));
@@ -166,7 +166,7 @@ fn scrolling_past_memory_pages_history_and_end_returns_live() {
     // Down to the bottom pages newer history back in.
     app.move_by(1000);
     let r = app.history_request().expect("a newer page");
-    assert!(!r.older);
+    assert_eq!(r.direction, firehose_consumer::pages::Direction::Newer);
     assert_eq!(r.from, 51);
     app.resume();
     assert!(app.follow && !app.detached());

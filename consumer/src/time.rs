@@ -1,5 +1,16 @@
-//! RFC 3339 times (UTC, nanoseconds) and relative times like `10m`, without a time crate:
-//! days to civil dates by Howard Hinnant's algorithms.
+//! RFC 3339 times (UTC, nanoseconds) and relative times like `10m`, as the command line
+//! and the GUI take and show them, without a time crate: days to civil dates by Howard
+//! Hinnant's algorithms.
+
+/// A time that is neither RFC 3339 nor relative.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{text:?} is neither an RFC 3339 time (2026-12-01T06:19:16Z) nor a relative one (10m, 2h, 3d)"
+)]
+pub struct TimeError {
+    /// The text given.
+    pub text: String,
+}
 
 /// Days since 1970-01-01 to (year, month, day).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -27,7 +38,12 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// `2026-12-01T06:19:16.123456789Z` for ns since the epoch.
-pub(crate) fn rfc3339(ns: u64) -> String {
+///
+/// # Examples
+/// ```
+/// assert_eq!(firehose_consumer::time::rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+/// ```
+pub fn rfc3339(ns: u64) -> String {
     let secs = (ns / 1_000_000_000) as i64;
     let nanos = ns % 1_000_000_000;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
@@ -42,13 +58,33 @@ pub(crate) fn rfc3339(ns: u64) -> String {
 
 /// Parses an RFC 3339 time (`Z` or `±HH:MM`, any fraction) or a relative one before `now`
 /// (`30s`, `10m`, `2h`, `3d`, `1w`) to ns since the epoch.
-pub(crate) fn parse_time(text: &str, now_ns: u64) -> Result<u64, String> {
+///
+/// # Errors
+/// [`TimeError`] if it is neither.
+///
+/// # Examples
+/// ```
+/// use firehose_consumer::time::parse_time;
+/// let now = 3_600_000_000_000;
+/// assert_eq!(parse_time("10m", now), Ok(now - 600_000_000_000));
+/// assert_eq!(parse_time("1970-01-01T00:00:01Z", now), Ok(1_000_000_000));
+/// assert!(parse_time("yesterday", now).is_err());
+/// ```
+pub fn parse_time(text: &str, now_ns: u64) -> Result<u64, TimeError> {
+    let text = text.trim();
     if let Some(ns) = parse_relative(text) {
         return Ok(now_ns.saturating_sub(ns));
     }
-    parse_rfc3339(text).ok_or_else(|| {
-        format!("{text:?} is neither an RFC 3339 time (2026-12-01T06:19:16Z) nor a relative one (10m, 2h, 3d)")
+    parse_rfc3339(text).ok_or_else(|| TimeError {
+        text: text.to_string(),
     })
+}
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn parse_relative(text: &str) -> Option<u64> {

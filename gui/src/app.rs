@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use eframe::egui::{self, Color32, RichText};
+use firehose_consumer::pages::{Direction, HistoryPager};
 use firehose_consumer::{Background, OwnedEvent, Policy, Status};
 
 use crate::model::{kind_name, Conn, Model, KINDS};
@@ -17,9 +18,16 @@ pub struct Monitor {
     /// What is shown.
     pub model: Model,
     live: Background,
+    history: Option<HistoryPager>,
     status: Option<Latest>,
     started: Instant,
     filter_text: String,
+    goto_text: String,
+    /// The seq of the first row in view on the last frame (kept in view when a page of
+    /// history comes in).
+    top_seq: Option<u64>,
+    /// Scroll to the oldest row held on the next frame (Home).
+    scroll_top: bool,
     /// Frames drawn (for `--stats`).
     pub frames: u64,
     /// Scroll to the newest row on the next frame.
@@ -34,14 +42,24 @@ pub struct Monitor {
 const ROW_H: f32 = 18.0;
 
 impl Monitor {
-    /// A monitor over a follower already on its thread, and the status source.
-    pub fn new(live: Background, status: Option<Latest>, cap: usize) -> Monitor {
+    /// A monitor over a follower already on its thread, the history pager and the status
+    /// source.
+    pub fn new(
+        live: Background,
+        history: Option<HistoryPager>,
+        status: Option<Latest>,
+        cap: usize,
+    ) -> Monitor {
         Monitor {
             model: Model::new(cap),
             live,
+            history,
             status,
             started: Instant::now(),
             filter_text: String::new(),
+            goto_text: String::new(),
+            top_seq: None,
+            scroll_top: false,
             frames: 0,
             jump: false,
             stats_after: None,
@@ -72,6 +90,8 @@ impl Monitor {
             }
         }
         self.model.ingest(got, sec);
+        self.model.live_next = self.live.next_seq();
+        self.pages();
         self.keys(ui);
         egui::Panel::top("bar").show(ui, |ui| self.bar(ui));
         egui::Panel::right("side")
@@ -112,14 +132,45 @@ impl Monitor {
         )
     }
 
+    /// Takes history's answers (keeping the row in view where it was) and asks for the
+    /// next page if scrolling wants one.
+    fn pages(&mut self) {
+        let Some(history) = &self.history else {
+            return;
+        };
+        while let Some(a) = history.try_answer() {
+            let moved = self.model.history_answer(a);
+            if matches!(moved, Some(Direction::Older | Direction::Newer)) && !self.model.follow {
+                self.model.scroll_to = self.model.scroll_to.or(self.top_seq);
+            }
+        }
+        if let Some(r) = self.model.history_request() {
+            history.ask(r);
+        }
+    }
+
+    fn go_to(&mut self) {
+        match self
+            .model
+            .go_to(&self.goto_text, firehose_consumer::time::now_ns())
+        {
+            Ok(r) => match &self.history {
+                Some(h) => h.ask(r),
+                None => self.model.paging.error = Some("no history connection".into()),
+            },
+            Err(e) => self.model.paging.error = Some(e),
+        }
+    }
+
     fn keys(&mut self, ui: &mut egui::Ui) {
         if ui.ctx().text_edit_focused() {
             return;
         }
-        let (space, end) = ui.input(|i| {
+        let (space, end, home) = ui.input(|i| {
             (
                 i.key_pressed(egui::Key::Space),
                 i.key_pressed(egui::Key::End) || i.key_pressed(egui::Key::F),
+                i.key_pressed(egui::Key::Home),
             )
         });
         if space {
@@ -128,11 +179,16 @@ impl Monitor {
         if end {
             self.follow_newest();
         }
+        if home {
+            // To the oldest row held, and older ones from history.
+            self.model.set_follow(false);
+            self.model.want_older = true;
+            self.scroll_top = true;
+        }
     }
 
     fn follow_newest(&mut self) {
-        self.model.set_paused(false);
-        self.model.set_follow(true);
+        self.model.follow_newest();
         self.jump = true;
     }
 
@@ -166,6 +222,18 @@ impl Monitor {
                     self.model.toggle(k);
                 }
             }
+            let label = ui.label("Go to");
+            let edit = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.goto_text)
+                        .hint_text("seq, 10m or RFC 3339")
+                        .desired_width(170.0),
+                )
+                .labelled_by(label.id);
+            let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui.button("Go").clicked() || enter {
+                self.go_to();
+            }
         });
         ui.horizontal(|ui| {
             let c = self.model.counts;
@@ -173,6 +241,8 @@ impl Monitor {
             let warn = |n: u64| if n > 0 { Color32::LIGHT_RED } else { normal };
             let state = if self.model.paused {
                 "PAUSED"
+            } else if self.model.detached() {
+                "BROWSING HISTORY (new rows held)"
             } else if !self.model.follow {
                 "SCROLLED (new rows held)"
             } else {
@@ -193,6 +263,14 @@ impl Monitor {
             ui.label(format!("{rate} records/s"));
             if self.model.held_len() > 0 {
                 ui.label(format!("{} new rows held", self.model.held_len()));
+            }
+            let p = &self.model.paging;
+            if let Some(e) = &p.error {
+                ui.label(RichText::new(format!("history: {e}")).color(Color32::LIGHT_RED));
+            } else if p.in_flight.is_some() {
+                ui.label("loading history…");
+            } else if p.older_done && !self.model.follow {
+                ui.label("start of history");
             }
         });
         match &self.model.conn {
@@ -234,14 +312,25 @@ impl Monitor {
             .auto_shrink(false)
             .stick_to_bottom(self.model.follow);
         let jumped = std::mem::take(&mut self.jump);
+        let row_h = ROW_H + ui.spacing().item_spacing.y;
+        let mut anchored = jumped;
         if jumped {
-            area = area.vertical_scroll_offset(f32::MAX);
+            // The end, not f32::MAX: egui's row range arithmetic overflows on that.
+            area = area.vertical_scroll_offset(n as f32 * row_h);
+        } else if let Some(seq) = self.model.scroll_to.take() {
+            area = area.vertical_scroll_offset(self.model.shown_index_of(seq) as f32 * row_h);
+            anchored = true;
+        } else if std::mem::take(&mut self.scroll_top) {
+            area = area.vertical_scroll_offset(0.0);
+            anchored = true;
         }
+        let mut top_seq = None;
         let out = area.show_rows(ui, ROW_H, n, |ui, range| {
             for i in range {
                 let Some(row) = self.model.shown_row(i) else {
                     continue;
                 };
+                top_seq = top_seq.or(Some(row.seq));
                 let path = match &row.to {
                     Some(to) => format!("{} -> {to}", row.path),
                     None => row.path.clone(),
@@ -266,10 +355,21 @@ impl Monitor {
         // Sticky follow: scrolled away from the bottom, the table holds still.
         // While following, the area sticks to the bottom by itself: away from it, the user
         // scrolled up; back at it, they came down again.
-        let at_bottom =
-            out.state.clamped_offset().y + out.inner_rect.height() >= out.content_size.y - 2.0;
-        if self.model.follow != at_bottom && !jumped {
+        // Browsing history, the bottom asks for newer pages instead, and the top (when there
+        // is something to scroll) for older ones.
+        self.top_seq = top_seq;
+        if anchored {
+            return;
+        }
+        let offset = out.state.clamped_offset().y;
+        let at_bottom = offset + out.inner_rect.height() >= out.content_size.y - 2.0;
+        if at_bottom && self.model.detached() {
+            self.model.want_newer = true;
+        } else if self.model.follow != at_bottom {
             self.model.set_follow(at_bottom);
+        }
+        if !self.model.follow && offset <= 0.5 && out.content_size.y > out.inner_rect.height() {
+            self.model.want_older = true;
         }
     }
 

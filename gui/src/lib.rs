@@ -5,11 +5,13 @@
 //! pace under load and not at all when idle.
 
 pub mod app;
+mod history;
 pub mod model;
 pub mod status;
 
 use std::path::PathBuf;
 
+use firehose_consumer::pages::HistoryPager;
 use firehose_consumer::{Options, Policy, Start};
 
 /// How the monitor connects.
@@ -53,6 +55,12 @@ pub fn connect(
     };
     let follower = opts.connect()?;
     let live = follower.into_background(cfg.rows, repaint.clone())?;
+    let history = HistoryPager::start(socket.clone(), "firehose-gui (history)", repaint.clone())?;
     let status = status::start(socket, repaint)?;
-    Ok(app::Monitor::new(live, Some(status), cfg.rows))
+    Ok(app::Monitor::new(
+        live,
+        Some(history),
+        Some(status),
+        cfg.rows,
+    ))
 }

@@ -9,6 +9,7 @@ mod real;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use eframe::egui::Key;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use firehose_gui::app::Monitor;
@@ -139,6 +140,80 @@ fn rows_filter_toggles_and_pause_against_the_real_service() {
     let after = w.join("after.rs").display().to_string();
     step_until(&mut h, "a row after the restart", |h| {
         paths_shown(h, &dir).contains(&after)
+    });
+    drop(svc);
+}
+
+#[test]
+fn history_pages_in_above_the_window_and_go_to_jumps_against_the_real_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let svc = real::Service::start(&dir, &[]);
+    // A window of 6 rows: most of the workload is only in history.
+    let cfg = firehose_gui::Config {
+        socket: Some(svc.socket()),
+        rows: 6,
+        lossless: false,
+        from_seq: None,
+    };
+    let monitor = firehose_gui::connect(&cfg, || {}).expect("connect");
+    let mut h = Harness::builder()
+        .with_size((1400.0, 900.0))
+        .build_ui_state(|ui, m: &mut Monitor| m.show(ui), monitor);
+    let w = dir.join("w");
+    for i in 1..=10 {
+        std::fs::write(w.join(format!("f{i:02}.txt")), b"x").unwrap();
+    }
+    let path = |i: u32| w.join(format!("f{i:02}.txt")).display().to_string();
+    let (first, last) = (path(1), path(10));
+    step_until(&mut h, "the newest file shown", |h| {
+        paths_shown(h, &dir).iter().filter(|p| **p == last).count() == 2
+    });
+    let shown = paths_shown(&h, &dir);
+    assert!(shown.len() <= 6, "the window is bounded: {shown:?}");
+    assert!(!shown.contains(&first));
+
+    // Home, again and again: older pages come in from history up to the oldest row.
+    step_until(&mut h, "the oldest file paged in", |h| {
+        h.key_press(Key::Home);
+        paths_shown(h, &dir).contains(&first)
+    });
+    step_until(&mut h, "the start of history", |h| {
+        h.key_press(Key::Home);
+        h.query_by_label("start of history").is_some()
+    });
+    assert!(paths_shown(&h, &dir).len() <= 6, "still bounded");
+    assert!(h
+        .query_by_label("BROWSING HISTORY (new rows held)")
+        .is_some());
+
+    // Follow newest: back to the live rows.
+    h.get_by_label("Follow newest").click();
+    step_until(&mut h, "the newest rows again", |h| {
+        let shown = paths_shown(h, &dir);
+        shown.contains(&last) && !shown.contains(&first)
+    });
+
+    // Go to seq 1, then to a time a minute ago: both land on the first file.
+    h.get_by_label("Go to").focus();
+    h.step();
+    h.get_by_label("Go to").type_text("1");
+    h.get_by_label("Go").click();
+    step_until(&mut h, "seq 1 in view", |h| {
+        paths_shown(h, &dir).contains(&first)
+    });
+    h.get_by_label("Follow newest").click();
+    step_until(&mut h, "live again", |h| {
+        !paths_shown(h, &dir).contains(&first)
+    });
+    h.get_by_label("Go to").focus();
+    h.step();
+    h.key_press(Key::Backspace);
+    h.step();
+    h.get_by_label("Go to").type_text("1m");
+    h.get_by_label("Go").click();
+    step_until(&mut h, "a minute ago in view", |h| {
+        paths_shown(h, &dir).contains(&first)
     });
     drop(svc);
 }

@@ -1,12 +1,13 @@
-//! A GUI that links the consumer must not pull in SQLite, notify or the service.
+//! A GUI that links the consumer must not pull in SQLite, notify or the service: neither
+//! the consumer library nor the desktop monitor built on it (`firehose-gui`).
 
-#[test]
-fn the_consumer_depends_on_the_transport_only() {
+/// The normal dependency tree of `package`, one crate per line.
+fn tree(package: &str) -> String {
     let out = std::process::Command::new(env!("CARGO"))
         .args([
             "tree",
             "-p",
-            "firehose-consumer",
+            package,
             "-e",
             "normal",
             "--prefix",
@@ -18,17 +19,34 @@ fn the_consumer_depends_on_the_transport_only() {
         .expect("running cargo tree");
     assert!(
         out.status.success(),
-        "cargo tree failed: {}",
+        "cargo tree -p {package} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tree = String::from_utf8(out.stdout).unwrap();
-    assert!(tree.contains("firehose-transport"), "{tree}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn assert_clean(package: &str, tree: &str) {
     for banned in ["rusqlite", "libsqlite3-sys", "notify", "firehose-producer"] {
         assert!(
             !tree
                 .lines()
                 .any(|l| l.split_whitespace().next() == Some(banned)),
-            "{banned} in the consumer's dependency tree:\n{tree}"
+            "{banned} in {package}'s dependency tree:\n{tree}"
         );
     }
+}
+
+#[test]
+fn the_consumer_depends_on_the_transport_only() {
+    let t = tree("firehose-consumer");
+    assert!(t.contains("firehose-transport"), "{t}");
+    assert_clean("firehose-consumer", &t);
+}
+
+#[test]
+fn the_gui_depends_on_the_consumer_not_on_the_service() {
+    let t = tree("firehose-gui");
+    assert!(t.contains("firehose-consumer"), "{t}");
+    assert!(t.contains("eframe"), "{t}");
+    assert_clean("firehose-gui", &t);
 }

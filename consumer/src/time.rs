@@ -135,11 +135,15 @@ fn parse_rfc3339(t: &str) -> Option<u64> {
     }
     let offset: i64 = match &t[i..] {
         "Z" | "z" => 0,
-        o if o.len() == 6 && matches!(&o[..1], "+" | "-") && &o[3..4] == ":" => {
-            let oh: i64 = o[1..3].parse().ok()?;
-            let om: i64 = o[4..6].parse().ok()?;
+        o if o.len() == 6 && matches!(o.as_bytes()[0], b'+' | b'-') && o.as_bytes()[3] == b':' => {
+            // By bytes: a multi-byte character here must not be sliced through.
+            let oh: i64 = o.get(1..3)?.parse().ok()?;
+            let om: i64 = o.get(4..6)?.parse().ok()?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let v = oh * 3600 + om * 60;
-            if &o[..1] == "-" {
+            if o.as_bytes()[0] == b'-' {
                 -v
             } else {
                 v
@@ -184,5 +188,18 @@ mod tests {
         assert_eq!(parse_time("3d", now), Ok(0), "saturates at the epoch");
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("2026-13-01T00:00:00Z", now).is_err());
+        // Typed into a box: never a panic, whatever the characters.
+        for bad in [
+            "2026-12-01T06:19:16é:000",
+            "2026-12-01T06:19:16+é:00",
+            "2026-12-01T06:19:16+0é:0",
+            "2026-12-01T06:19:16+24:00",
+            "2026-12-01T06:19:16.é",
+            "é",
+            "1é",
+            "",
+        ] {
+            assert!(parse_time(bad, now).is_err(), "{bad:?}");
+        }
     }
 }

@@ -104,7 +104,8 @@ impl Background {
         std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The follower's next seq: where it resumes.
+    /// The follower's next seq: where it resumes. Read before a [`take`](Self::take),
+    /// every record below it is in that take or an earlier one (or counted as dropped).
     ///
     /// # Examples
     /// ```no_run
@@ -113,7 +114,10 @@ impl Background {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn next_seq(&self) -> u64 {
-        // Relaxed: a value to show; no other memory is read on the strength of it.
+        // Relaxed is enough: it is stored inside the inbox's lock after the records before
+        // it were pushed. If this load sees that store, the lock a later `take` takes comes
+        // after that critical section: were it earlier, this load would happen before the
+        // store it read, which coherence forbids.
         self.next_seq.load(Ordering::Relaxed)
     }
 }
@@ -143,13 +147,17 @@ fn run(
             }
             Err(e) => Some(e),
         };
-        next.store(f.next_seq(), Ordering::Relaxed);
         if local.is_empty() && ended.is_none() {
+            next.store(f.next_seq(), Ordering::Relaxed);
             continue;
         }
         let mut g = inbox.lock().unwrap_or_else(|e| e.into_inner());
         g.events.extend(local.drain(..));
         bound(&mut g, cap);
+        // Stored after the records before it are in the inbox (the lock orders it before
+        // the next `take`): read before a `take`, `next_seq` never runs ahead of records
+        // the caller has yet to take.
+        next.store(f.next_seq(), Ordering::Relaxed);
         let done = ended.is_some();
         if ended.is_some() {
             g.ended = ended;

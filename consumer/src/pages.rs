@@ -50,7 +50,8 @@ pub struct PageRequest {
     pub from: u64,
     /// Last seq (inclusive).
     pub to: u64,
-    /// A jump to a time: the rows at or after it, ns since the epoch.
+    /// A jump to a time: the rows at or after it, ns since the epoch (`from` and `to`
+    /// are then not a bound).
     pub since_ns: Option<u64>,
     /// Most rows (zero: the seq range bounds it).
     pub limit: u64,
@@ -59,8 +60,8 @@ pub struct PageRequest {
 /// The paging state: one request in flight at a time, and how far back history reaches.
 #[derive(Debug)]
 pub struct Paging {
-    /// Rows per page.
-    pub page: u64,
+    /// Rows per page (at least one).
+    page: u64,
     /// The request being answered.
     pub in_flight: Option<PageRequest>,
     /// The lowest seq history holds (raised by a truncated answer).
@@ -85,6 +86,11 @@ impl Paging {
         }
     }
 
+    /// Rows per page.
+    pub fn page(&self) -> u64 {
+        self.page
+    }
+
     /// The next older page below `oldest` (the oldest seq held or looked at), unless one
     /// is in flight or history has nothing older.
     pub fn older(&mut self, oldest: u64) -> Option<PageRequest> {
@@ -105,8 +111,13 @@ impl Paging {
         if self.in_flight.is_some() {
             return None;
         }
-        let from = newest + 1;
-        self.issue(Direction::Newer, from, from + self.page - 1, None)
+        let from = newest.saturating_add(1);
+        self.issue(
+            Direction::Newer,
+            from,
+            from.saturating_add(self.page - 1),
+            None,
+        )
     }
 
     /// A page starting at `seq`; it replaces one in flight (its answer will be stale).
@@ -282,7 +293,7 @@ fn fetch(
     };
     let q = HistoryQuery {
         id: r.id,
-        seq: Some((r.from, r.to)),
+        seq: r.since_ns.is_none().then_some((r.from, r.to)),
         time_ns: r.since_ns.map(|t| (t, u64::MAX)),
         limit: r.limit,
         ..HistoryQuery::default()

@@ -78,6 +78,8 @@ impl Monitor {
             }
         }
         let sec = self.started.elapsed().as_secs();
+        // Before the take: it never runs ahead of the records taken (history fills up to it).
+        let live_next = self.live.next_seq();
         let got = self.live.take();
         if self.stats_after.is_some() && self.latencies.len() < 1_000_000 {
             let now = std::time::SystemTime::now()
@@ -90,7 +92,7 @@ impl Monitor {
             }
         }
         self.model.ingest(got, sec);
-        self.model.live_next = self.live.next_seq();
+        self.model.live_next = live_next;
         self.pages();
         self.keys(ui);
         egui::Panel::top("bar").show(ui, |ui| self.bar(ui));
@@ -363,12 +365,16 @@ impl Monitor {
         }
         let offset = out.state.clamped_offset().y;
         let at_bottom = offset + out.inner_rect.height() >= out.content_size.y - 2.0;
-        if at_bottom && self.model.detached() {
-            self.model.want_newer = true;
+        // Rows that all fit are at the top and the bottom at once: only a real scroll asks.
+        let scrollable = out.content_size.y > out.inner_rect.height();
+        if self.model.detached() {
+            if at_bottom && scrollable {
+                self.model.want_newer = true;
+            }
         } else if self.model.follow != at_bottom {
             self.model.set_follow(at_bottom);
         }
-        if !self.model.follow && offset <= 0.5 && out.content_size.y > out.inner_rect.height() {
+        if !self.model.follow && offset <= 0.5 && scrollable {
             self.model.want_older = true;
         }
     }

@@ -24,7 +24,9 @@ impl Model {
                 .front()
                 .or(self.held.front())
                 .map_or(self.live_next, |r| r.seq);
-            let r = self.paging.older(oldest);
+            let r = self
+                .paging
+                .older(self.looked_low.map_or(oldest, |l| l.min(oldest)));
             if r.is_none() && self.paging.in_flight.is_none() {
                 self.want_older = false;
             }
@@ -32,7 +34,9 @@ impl Model {
         }
         if self.want_newer && self.detached {
             let newest = self.rows.back().map_or(0, |r| r.seq);
-            return self.paging.newer(newest);
+            return self
+                .paging
+                .newer(self.looked_high.map_or(newest, |h| h.max(newest)));
         }
         None
     }
@@ -60,10 +64,13 @@ impl Model {
     /// Follows the live rows again; rows from history that the live ones do not continue
     /// are let go, and one older page is asked for to fill the table above them.
     pub fn follow_newest(&mut self) {
+        // A page still in flight is for what was browsed: its answer is stale now.
+        self.paging.reset();
+        self.looked_low = None;
+        self.looked_high = None;
         if self.detached {
             self.rows.clear();
             self.detached = false;
-            self.paging.reset();
             self.want_older = true;
             self.stale = true;
         }
@@ -89,8 +96,19 @@ impl Model {
         let req = self.paging.answered(a.id, page.truncated)?;
         self.paging.error = None;
         match req.direction {
-            Direction::Older => self.prepend(&page.events),
-            Direction::Newer => self.append(&page.events, req.to),
+            Direction::Older => {
+                self.prepend(&page.events);
+                self.looked_low = Some(self.looked_low.map_or(req.from, |l| l.min(req.from)));
+            }
+            Direction::Newer => {
+                // History no longer reaches the page's start: go on from what it holds.
+                let to = match page.truncated {
+                    Some(oldest) if oldest > req.to => oldest - 1,
+                    _ => req.to,
+                };
+                self.looked_high = Some(self.looked_high.map_or(to, |h| h.max(to)));
+                self.append(&page.events, to);
+            }
             Direction::Jump => self.jump(&page.events, req),
         }
         self.stale = true;
@@ -110,6 +128,7 @@ impl Model {
         while self.rows.len() > self.cap {
             self.rows.pop_back();
             self.detached = true;
+            self.looked_high = None;
         }
     }
 
@@ -122,18 +141,18 @@ impl Model {
         self.want_newer = false;
         let newest = self.rows.back().map_or(0, |r| r.seq);
         let limit = self.live_start();
-        let mut any = false;
         for e in events {
             if e.seq > newest && e.seq < limit {
                 self.rows.push_back(Row::from_event(e));
-                any = true;
             }
         }
         while self.rows.len() > self.cap {
             self.rows.pop_front();
-            self.paging.older_done = false;
+            self.front_dropped();
         }
-        if !any || asked_to.saturating_add(1) >= limit {
+        // Caught up only when the pages reached the live rows: an empty page (a gap, or
+        // retention removed it) moves on, it does not skip to live.
+        if asked_to.saturating_add(1) >= limit {
             // Caught up: the live rows continue these.
             self.detached = false;
             self.release();
@@ -153,6 +172,8 @@ impl Model {
         self.counts.dropped += self.held.len() as u64;
         self.held.clear();
         self.rows.clear();
+        self.front_dropped();
+        self.looked_high = None;
         self.rows
             .extend(events.iter().take(self.cap).map(Row::from_event));
         self.selected = Some(first.seq);
@@ -187,13 +208,23 @@ mod tests {
 
     /// What history would answer for `r`, holding seqs `1..=stored`.
     fn answer(r: PageRequest, stored: u64) -> PageAnswer {
+        answer_in(r, &[1..=stored])
+    }
+
+    /// What history would answer for `r`, holding the seqs in `stored`.
+    fn answer_in(r: PageRequest, stored: &[std::ops::RangeInclusive<u64>]) -> PageAnswer {
+        let all = stored.iter().flat_map(|s| s.clone());
         let events: Vec<FileEvent> = match r.since_ns {
-            Some(t) => (1..=stored)
+            Some(t) => all
                 .filter(|&s| s * 1_000_000_000 >= t)
                 .take(r.limit as usize)
                 .map(ev)
                 .collect(),
-            None => (r.from.max(1)..=r.to.min(stored)).map(ev).collect(),
+            None => all
+                .filter(|s| (r.from..=r.to).contains(s))
+                .take(r.limit as usize)
+                .map(ev)
+                .collect(),
         };
         PageAnswer {
             id: r.id,
@@ -292,6 +323,69 @@ mod tests {
         m.history_answer(answer(r, 102));
         assert_eq!(m.rows.front().map(|r| r.seq), Some(76));
         assert_eq!(m.rows.back().map(|r| r.seq), Some(102));
+    }
+
+    #[test]
+    fn paging_goes_on_across_a_gap_wider_than_a_page_both_ways() {
+        // Stored: 1..=30 and 3031..=3060; 3000 seqs between never stored (a crash gap, or
+        // retention). Pages of 10, a window of 20.
+        let stored = [1..=30, 3031..=3060];
+        let mut m = Model::new(20);
+        live(&mut m, 3051..=3060);
+        m.set_follow(false);
+        let mut requests = 0;
+        while !m.paging.older_done {
+            m.want_older = true;
+            let Some(r) = m.history_request() else { break };
+            m.history_answer(answer_in(r, &stored));
+            requests += 1;
+            assert!(requests < 1000, "stuck paging older");
+        }
+        assert_eq!(m.rows.front().map(|r| r.seq), Some(1), "reached the oldest");
+        assert!(m.detached());
+        live(&mut m, 3061..=3062);
+        let mut got: Vec<u64> = m.rows.iter().map(|r| r.seq).collect();
+        while m.detached() {
+            m.want_newer = true;
+            let r = m.history_request().expect("a newer page");
+            m.history_answer(answer_in(r, &[1..=30, 3031..=3062]));
+            got.extend(m.rows.iter().map(|r| r.seq));
+            requests += 1;
+            assert!(requests < 2000, "stuck paging newer");
+        }
+        m.set_follow(true);
+        got.extend(m.rows.iter().map(|r| r.seq));
+        got.sort_unstable();
+        got.dedup();
+        let want: Vec<u64> = (1..=30).chain(3031..=3062).collect();
+        assert_eq!(
+            got, want,
+            "every stored row seen on the way down, none skipped"
+        );
+    }
+
+    #[test]
+    fn follow_newest_makes_a_page_in_flight_stale_and_live_rows_are_kept_once() {
+        let mut m = Model::new(20);
+        live(&mut m, 1..=10);
+        m.set_follow(false);
+        m.want_older = true;
+        live(&mut m, 11..=11);
+        m.rows.pop_front();
+        let r = m.history_request().expect("an older page");
+        m.follow_newest();
+        assert_eq!(
+            m.history_answer(answer(r, 11)),
+            None,
+            "stale after follow newest"
+        );
+        // History handed out seqs the follower has yet to deliver: they are kept once.
+        let j = m.go_to("5", 0).unwrap();
+        m.history_answer(answer(j, 14));
+        live(&mut m, 12..=15);
+        m.set_follow(true);
+        let s: Vec<u64> = m.rows.iter().map(|r| r.seq).collect();
+        assert_eq!(s, (5..=15).collect::<Vec<_>>());
     }
 
     #[test]

@@ -208,6 +208,11 @@ pub struct Model {
     pub want_newer: bool,
     /// Bring this seq's row into view at the top (after a jump or a page came in).
     pub scroll_to: Option<u64>,
+    /// The lowest seq older pages looked at since the front last moved: a page may come
+    /// back empty (a gap, retention), and the next one goes on below it.
+    pub(crate) looked_low: Option<u64>,
+    /// The highest seq newer pages looked at since the back last moved.
+    pub(crate) looked_high: Option<u64>,
 }
 
 impl Model {
@@ -234,6 +239,8 @@ impl Model {
             want_older: false,
             want_newer: false,
             scroll_to: None,
+            looked_low: None,
+            looked_high: None,
         }
     }
 
@@ -310,6 +317,15 @@ impl Model {
     }
 
     pub(crate) fn push(&mut self, row: Row) {
+        // History may have handed out a record before it arrives live: keep one, in order.
+        if self
+            .held
+            .back()
+            .or(self.rows.back())
+            .is_some_and(|last| row.seq <= last.seq)
+        {
+            return;
+        }
         if self.holding() {
             self.held.push_back(row);
             if self.held.len() > self.cap {
@@ -322,8 +338,15 @@ impl Model {
         if self.rows.len() > self.cap {
             self.rows.pop_front();
             self.counts.dropped += 1;
+            self.front_dropped();
         }
         self.stale = true;
+    }
+
+    /// The oldest row held went: history has older rows again, from the new front down.
+    pub(crate) fn front_dropped(&mut self) {
+        self.paging.older_done = false;
+        self.looked_low = None;
     }
 
     /// Pauses, or resumes (the rows that came meanwhile join the table).

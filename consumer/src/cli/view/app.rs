@@ -85,6 +85,11 @@ pub(crate) struct App {
     pub(crate) conn: Conn,
     /// History paging.
     pub(crate) paging: Paging,
+    /// The oldest row held when older pages last came, and the lowest seq they looked
+    /// at: a page may come back empty (a gap, retention) and the next goes on below it.
+    looked_low: Option<(u64, u64)>,
+    /// The newest row held when newer pages last came, and the highest seq they looked at.
+    looked_high: Option<(u64, u64)>,
     /// Records per second.
     pub(crate) rate: Rate,
     /// The follower's next seq (where live resumes).
@@ -114,6 +119,8 @@ impl App {
             counts: Counters::default(),
             conn: Conn::Up(None),
             paging: Paging::new((cap as u64 / 2).clamp(1, 500)),
+            looked_low: None,
+            looked_high: None,
             rate: Rate::default(),
             live_next: 0,
             dirty: true,
@@ -328,7 +335,11 @@ impl App {
     pub(crate) fn history_request(&mut self) -> Option<PageRequest> {
         if self.want_older {
             let oldest = self.buf.front().map_or(self.live_next, |r| r.seq);
-            let r = self.paging.older(oldest);
+            let below = match self.looked_low {
+                Some((front, low)) if front == oldest => low.min(oldest),
+                _ => oldest,
+            };
+            let r = self.paging.older(below);
             if r.is_none() && self.paging.in_flight.is_none() {
                 self.want_older = false;
             }
@@ -336,7 +347,11 @@ impl App {
         }
         if self.want_newer && self.tail.is_some() {
             let newest = self.buf.back().map_or(0, |r| r.seq);
-            return self.paging.newer(newest);
+            let above = match self.looked_high {
+                Some((back, high)) if back == newest => high.max(newest),
+                _ => newest,
+            };
+            return self.paging.newer(above);
         }
         None
     }
@@ -364,8 +379,18 @@ impl App {
         self.paging.error = None;
         if req.direction == Direction::Older {
             self.prepend(rows);
+            let front = self.buf.front().map_or(self.live_next, |r| r.seq);
+            self.looked_low = Some((front, req.from));
         } else {
-            self.append(rows, req.to);
+            // History no longer reaches the page's start: go on from what it holds.
+            let to = match truncated {
+                Some(oldest) if oldest > req.to => oldest - 1,
+                _ => req.to,
+            };
+            self.append(rows, to);
+            if let Some(back) = self.buf.back() {
+                self.looked_high = Some((back.seq, to));
+            }
         }
     }
 
@@ -398,15 +423,15 @@ impl App {
         let newest = self.buf.back().map_or(0, |r| r.seq);
         let first_tail = self.tail.as_ref().and_then(|t| t.front()).map(|r| r.seq);
         let limit = first_tail.unwrap_or(self.live_next);
-        let mut any = false;
         for r in rows {
             if r.seq > newest && r.seq < limit {
                 self.buf.push_back(r, &self.filter);
-                any = true;
             }
         }
         self.want_newer = false;
-        if !any || asked_to + 1 >= limit {
+        // Caught up only when the pages reached the live rows: an empty page (a gap, or
+        // retention removed it) moves on, it does not skip to live.
+        if asked_to.saturating_add(1) >= limit {
             // Caught up with the live rows: they join the held ones.
             if let Some(t) = self.tail.take() {
                 for r in t {

@@ -183,3 +183,49 @@ fn a_history_error_is_shown_and_stops_paging() {
     assert_eq!(app.paging.error.as_deref(), Some("no history"));
     assert!(app.history_request().is_none());
 }
+
+#[test]
+fn history_paging_goes_on_across_a_gap_wider_than_a_page() {
+    // Stored: 1..=30 and 3031..=3062, the 3000 seqs between never stored. Pages of 10.
+    let stored = |from: u64, to: u64| -> Vec<Row> {
+        (from..=to)
+            .filter(|s| (1..=30).contains(s) || (3031..=3062).contains(s))
+            .map(|s| test_row(s, EventKind::Create, &format!("/d/file-{s}")))
+            .collect()
+    };
+    let mut app = App::new(20);
+    app.height = 10;
+    feed(&mut app, 3041..=3060);
+    let mut requests = 0;
+    loop {
+        app.home();
+        let Some(r) = app.history_request() else {
+            break;
+        };
+        app.history_answer(r.id, Ok((stored(r.from, r.to), None)));
+        requests += 1;
+        assert!(requests < 1000, "stuck paging older");
+    }
+    assert_eq!(app.buf.front().unwrap().seq, 1, "reached the oldest");
+    feed(&mut app, 3061..=3062);
+    // Down again: the newer pages cover every seq from the newest row held to the live
+    // rows held aside, each starting where the last ended, empty pages included.
+    let mut next_from = app.buf.back().unwrap().seq + 1;
+    let live_start = 3043; // the side buffer keeps the newest 20 live rows
+    let mut last_to = 0;
+    while app.detached() {
+        app.move_by(1000);
+        let Some(r) = app.history_request() else {
+            break;
+        };
+        assert_eq!(r.from, next_from, "a newer page skipped seqs");
+        next_from = r.to + 1;
+        last_to = r.to;
+        app.history_answer(r.id, Ok((stored(r.from, r.to), None)));
+        requests += 1;
+        assert!(requests < 2000, "stuck paging newer");
+    }
+    assert!(last_to + 1 >= live_start, "joined live early at {last_to}");
+    app.resume();
+    assert_eq!(app.buf.back().unwrap().seq, 3062);
+}

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::FollowError;
 use crate::events::Event;
@@ -34,6 +34,9 @@ pub struct Gathered {
     /// The follower ended for good (no reconnect, another instance): why. Nothing more
     /// comes after it.
     pub ended: Option<FollowError>,
+    /// When the oldest of these events came off the ring (its receive returned): how long
+    /// the application let it wait is `first_at.elapsed()` at the take.
+    pub first_at: Option<Instant>,
 }
 
 /// A follower draining on its own thread. Dropping it stops the thread (at once if records
@@ -139,7 +142,9 @@ fn run(
 ) {
     let mut local: Vec<OwnedEvent> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
-        let ended = match f.recv_timeout(RECV_MAX, RECV_WAIT) {
+        let got = f.recv_timeout(RECV_MAX, RECV_WAIT);
+        let at = Instant::now();
+        let ended = match got {
             Ok(evs) => {
                 // Converted outside the lock: the draw loop only ever waits for an append.
                 local.extend(evs.map(|e: Event<'_>| e.to_owned_event()));
@@ -152,6 +157,9 @@ fn run(
             continue;
         }
         let mut g = inbox.lock().unwrap_or_else(|e| e.into_inner());
+        if !local.is_empty() {
+            g.first_at.get_or_insert(at);
+        }
         g.events.extend(local.drain(..));
         bound(&mut g, cap);
         // Stored after the records before it are in the inbox (the lock orders it before

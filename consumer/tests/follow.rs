@@ -396,3 +396,40 @@ fn a_follower_can_move_to_another_thread() {
     is_send::<Follower>();
     is_send::<FollowError>();
 }
+
+#[test]
+fn a_background_follower_gathers_between_takes_and_says_since_when() {
+    let (_dir, path) = socket_dir();
+    let fake = Fake::start(&path, history(), Config::default());
+    let f = Options::new().socket(&path).name("test").connect().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    let bg = f
+        .into_background(1000, move || {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+    let empty = bg.take();
+    assert!(empty.events.is_empty() && empty.first_at.is_none());
+    let before = Instant::now();
+    fake.publish(40, EventKind::Create);
+    support::wait_until(WATCHDOG, "the follower's callback", || {
+        calls.load(std::sync::atomic::Ordering::Relaxed) > 0 && bg.next_seq() > 40
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let got = bg.take();
+    assert_eq!(
+        record_seqs(&got.events.iter().cloned().collect::<Vec<_>>()),
+        (1..=40).collect::<Vec<_>>()
+    );
+    let first = got.first_at.expect("first_at with records");
+    assert!(
+        first >= before,
+        "stamped when the records came off the ring"
+    );
+    assert!(
+        first.elapsed() >= Duration::from_millis(20),
+        "the oldest waited since then"
+    );
+    assert!(bg.take().first_at.is_none(), "a take starts a new wait");
+}

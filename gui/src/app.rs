@@ -23,6 +23,8 @@ pub struct Monitor {
     started: Instant,
     filter_text: String,
     goto_text: String,
+    /// Says when each frame begins (new records pace their repaint requests by it).
+    pub pacer: crate::pace::Pacer,
     /// The seq of the first row in view on the last frame (kept in view when a page of
     /// history comes in).
     top_seq: Option<u64>,
@@ -37,6 +39,9 @@ pub struct Monitor {
     /// With `--stats-after`: for each record (up to a million), ns from the watcher
     /// reading its event (the record's time) to the frame that shows it.
     latencies: Vec<u64>,
+    /// With `--stats-after`: for each frame that took records, ns from the oldest of them
+    /// coming off the ring (in the follower) to the frame.
+    waits: Vec<u64>,
 }
 
 const ROW_H: f32 = 18.0;
@@ -58,29 +63,39 @@ impl Monitor {
             started: Instant::now(),
             filter_text: String::new(),
             goto_text: String::new(),
+            pacer: crate::pace::Pacer::default(),
             top_seq: None,
             scroll_top: false,
             frames: 0,
             jump: false,
             stats_after: None,
             latencies: Vec::new(),
+            waits: Vec::new(),
         }
     }
 
     /// One frame: take what the follower gathered, then draw.
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        self.pacer.frame_began();
         self.frames += 1;
         if let Some(after) = self.stats_after {
-            if self.started.elapsed() >= after {
+            let elapsed = self.started.elapsed();
+            if elapsed >= after {
                 eprintln!("{}", self.stats_line());
                 self.stats_after = None;
                 ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+            } else {
+                // On time even if nothing else asks for a frame.
+                ui.ctx().request_repaint_after(after - elapsed);
             }
         }
         let sec = self.started.elapsed().as_secs();
         // Before the take: it never runs ahead of the records taken (history fills up to it).
         let live_next = self.live.next_seq();
         let got = self.live.take();
+        if let (Some(_), Some(at)) = (self.stats_after, got.first_at) {
+            self.waits.push(at.elapsed().as_nanos() as u64);
+        }
         if self.stats_after.is_some() && self.latencies.len() < 1_000_000 {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -95,11 +110,20 @@ impl Monitor {
         self.model.live_next = live_next;
         self.pages();
         self.keys(ui);
-        egui::Panel::top("bar").show(ui, |ui| self.bar(ui));
+        // The panels paint no background of their own: the window is cleared to the
+        // panels' colour (`clear_color`), and in software GL every full-window fill is a
+        // large share of the frame.
+        let style = ui.style().clone();
+        egui::Panel::top("bar")
+            .frame(egui::Frame::side_top_panel(&style).fill(Color32::TRANSPARENT))
+            .show(ui, |ui| self.bar(ui));
         egui::Panel::right("side")
+            .frame(egui::Frame::side_top_panel(&style).fill(Color32::TRANSPARENT))
             .default_size(360.0)
             .show(ui, |ui| self.side(ui));
-        egui::CentralPanel::default_margins().show(ui, |ui| self.table(ui));
+        egui::CentralPanel::default()
+            .frame(egui::Frame::central_panel(&style).fill(Color32::TRANSPARENT))
+            .show(ui, |ui| self.table(ui));
         // The rate moves once a second even when nothing comes.
         if self.model.rate.back().is_some_and(|&r| r > 0) {
             ui.ctx()
@@ -112,14 +136,22 @@ impl Monitor {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let c = self.model.counts;
         let (cpu, rss_kib) = usage();
-        let mut lat = self.latencies.clone();
-        lat.sort_unstable();
-        let q = |f: f64| {
-            lat.get(((lat.len() as f64 * f) as usize).min(lat.len().saturating_sub(1)))
-                .map_or(0.0, |&v| v as f64 / 1e3)
+        let quantiles = |v: &[u64]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            let q = |f: f64| {
+                v.get(((v.len() as f64 * f) as usize).min(v.len().saturating_sub(1)))
+                    .map_or(0.0, |&x| x as f64 / 1e3)
+            };
+            format!(
+                "p50 {:.0} µs p99 {:.0} µs max {:.0} µs",
+                q(0.5),
+                q(0.99),
+                q(1.0)
+            )
         };
         format!(
-            "firehose-gui: {} frames in {secs:.1} s ({:.1}/s), {} records ({:.0}/s), lagged {}, dropped from memory {}, CPU {cpu:.1} s ({:.0}% of one core), peak RSS {} MiB, record to frame p50 {:.0} µs p99 {:.0} µs max {:.0} µs",
+            "firehose-gui: {} frames in {secs:.1} s ({:.1}/s), {} records ({:.0}/s), lagged {}, dropped from memory {}, CPU {cpu:.1} s ({:.0}% of one core), peak RSS {} MiB, record to frame {}, follower to frame (oldest record of each frame) {}",
             self.frames,
             self.frames as f64 / secs,
             c.received,
@@ -128,9 +160,8 @@ impl Monitor {
             c.dropped,
             cpu * 100.0 / secs,
             rss_kib / 1024,
-            q(0.5),
-            q(0.99),
-            q(1.0)
+            quantiles(&self.latencies),
+            quantiles(&self.waits),
         )
     }
 
@@ -346,10 +377,7 @@ impl Monitor {
                 );
                 let seq = row.seq;
                 let selected = self.model.selected == Some(seq);
-                if ui
-                    .selectable_label(selected, RichText::new(text).monospace())
-                    .clicked()
-                {
+                if row_widget(ui, selected, text).clicked() {
                     self.model.selected = Some(seq);
                 }
             }
@@ -477,6 +505,47 @@ impl Monitor {
     }
 }
 
+/// One table row: a line of monospace text, clickable, highlighted when selected, named
+/// by its text for AccessKit.
+///
+/// Painted here rather than a `selectable_label`: a button styles itself by its state in
+/// the previous frame and asks for another frame at once when it has none, which every row
+/// scrolling into view at a thousand rows a second does: twice the frames for nothing.
+fn row_widget(ui: &mut egui::Ui, selected: bool, text: String) -> egui::Response {
+    let size = egui::vec2(ui.available_width(), ROW_H);
+    let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click());
+    if ui.is_rect_visible(rect) {
+        let v = ui.visuals();
+        let fill = if selected {
+            Some(v.selection.bg_fill)
+        } else if response.hovered() {
+            Some(v.widgets.hovered.weak_bg_fill)
+        } else {
+            None
+        };
+        if let Some(fill) = fill {
+            ui.painter()
+                .rect_filled(rect, v.widgets.hovered.corner_radius, fill);
+        }
+        let color = if selected {
+            v.selection.stroke.color
+        } else {
+            v.text_color()
+        };
+        ui.painter().text(
+            rect.left_center() + egui::vec2(ui.spacing().button_padding.x, 0.0),
+            egui::Align2::LEFT_CENTER,
+            &text,
+            egui::TextStyle::Monospace.resolve(ui.style()),
+            color,
+        );
+    }
+    let enabled = ui.is_enabled();
+    response
+        .widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, enabled, selected, &text));
+    response
+}
+
 /// CPU seconds (user + system) and peak RSS in KiB of this process, from /proc.
 fn usage() -> (f64, u64) {
     let cpu = std::fs::read_to_string("/proc/self/stat")
@@ -548,5 +617,10 @@ fn status_grid(ui: &mut egui::Ui, s: &Status) {
 impl eframe::App for Monitor {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
+    }
+
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        // The panels' colour: they paint no background of their own (see `show`).
+        visuals.panel_fill.to_normalized_gamma_f32()
     }
 }

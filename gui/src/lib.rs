@@ -7,6 +7,7 @@
 pub mod app;
 mod history;
 pub mod model;
+pub mod pace;
 pub mod status;
 
 use std::path::PathBuf;
@@ -27,14 +28,15 @@ pub struct Config {
     pub from_seq: Option<u64>,
 }
 
-/// Connects and starts the follower and status threads; `repaint` is called when there is
-/// something new to draw.
+/// Connects and starts the follower and status threads; `repaint(delay)` is called when
+/// there is something new to draw, `delay` from now (new records are paced to one frame
+/// after the last frame began, see [`pace`]; history and status answers are drawn at once).
 ///
 /// # Errors
 /// If the service cannot be reached or a thread cannot start.
 pub fn connect(
     cfg: &Config,
-    repaint: impl Fn() + Send + Sync + Clone + 'static,
+    repaint: impl Fn(std::time::Duration) + Send + Sync + Clone + 'static,
 ) -> anyhow::Result<app::Monitor> {
     let mut opts = Options::new()
         .name("firehose-gui")
@@ -54,13 +56,22 @@ pub fn connect(
         None => firehose_consumer::default_socket_path()?,
     };
     let follower = opts.connect()?;
-    let live = follower.into_background(cfg.rows, repaint.clone())?;
-    let history = HistoryPager::start(socket.clone(), "firehose-gui (history)", repaint.clone())?;
-    let status = status::start(socket, repaint)?;
-    Ok(app::Monitor::new(
-        live,
-        Some(history),
-        Some(status),
-        cfg.rows,
-    ))
+    let pacer = pace::Pacer::default();
+    let live = follower.into_background(cfg.rows, {
+        let (repaint, pacer) = (repaint.clone(), pacer.clone());
+        move || {
+            if let Some(delay) = pacer.ask() {
+                repaint(delay);
+            }
+        }
+    })?;
+    let now = {
+        let repaint = repaint.clone();
+        move || repaint(std::time::Duration::ZERO)
+    };
+    let history = HistoryPager::start(socket.clone(), "firehose-gui (history)", now.clone())?;
+    let status = status::start(socket, now)?;
+    let mut monitor = app::Monitor::new(live, Some(history), Some(status), cfg.rows);
+    monitor.pacer = pacer;
+    Ok(monitor)
 }

@@ -4,9 +4,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// The longest a new record waits for its frame (one frame at 60 Hz).
-const FRAME: std::time::Duration = std::time::Duration::from_millis(16);
-
 #[derive(Parser, Debug)]
 #[command(
     name = "firehose-gui",
@@ -61,6 +58,9 @@ fn run(a: &Args) -> anyhow::Result<()> {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("Firehose")
             .with_inner_size([w, h]),
+        // Dithering costs every pixel a noise function, in software GL a large share of
+        // the frame; a table of text shows no banding to hide.
+        dithering: false,
         ..eframe::NativeOptions::default()
     };
     eframe::run_native(
@@ -68,10 +68,13 @@ fn run(a: &Args) -> anyhow::Result<()> {
         options,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
-            // New records ask for a frame within FRAME: a burst of batches is one frame,
-            // and under load the window redraws at about the display's pace, not per batch.
-            let mut monitor =
-                firehose_gui::connect(&cfg, move || ctx.request_repaint_after(FRAME))?;
+            // New records ask for a frame one frame after the last began: a burst of
+            // batches is one frame, and under load the window redraws at the display's
+            // pace, not per batch.
+            // Never a zero delay: egui answers that with two frames, not one.
+            let mut monitor = firehose_gui::connect(&cfg, move |delay| {
+                ctx.request_repaint_after(delay.max(std::time::Duration::from_micros(1)))
+            })?;
             monitor.stats_after = stats_after.map(std::time::Duration::from_secs);
             Ok(Box::new(monitor))
         }),

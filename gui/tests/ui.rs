@@ -54,7 +54,7 @@ fn rows_filter_toggles_and_pause_against_the_real_service() {
         lossless: false,
         from_seq: None,
     };
-    let monitor = firehose_gui::connect(&cfg, || {}).expect("connect");
+    let monitor = firehose_gui::connect(&cfg, |_| {}).expect("connect");
     let mut h = Harness::builder()
         .with_size((1400.0, 900.0))
         .build_ui_state(|ui, m: &mut Monitor| m.show(ui), monitor);
@@ -156,7 +156,7 @@ fn history_pages_in_above_the_window_and_go_to_jumps_against_the_real_service() 
         lossless: false,
         from_seq: None,
     };
-    let monitor = firehose_gui::connect(&cfg, || {}).expect("connect");
+    let monitor = firehose_gui::connect(&cfg, |_| {}).expect("connect");
     let mut h = Harness::builder()
         .with_size((1400.0, 900.0))
         .build_ui_state(|ui, m: &mut Monitor| m.show(ui), monitor);

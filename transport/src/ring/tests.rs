@@ -213,7 +213,8 @@ fn a_lossless_reader_holds_the_producer_back_until_it_releases() {
 fn lagging_readers_never_hold_the_producer_back() {
     let mut p = P::new_heap(config(4096)).unwrap();
     let _r = p.attach_local(Policy::Lagging).unwrap();
-    for _ in 0..1000 {
+    // Dozens of laps of the 4 KiB ring (about 30 frames a lap); eight under Miri.
+    for _ in 0..if cfg!(miri) { 250 } else { 1000 } {
         p.stage(&payload(p.next_seq(), 100)).unwrap();
     }
     p.commit().unwrap();
@@ -744,7 +745,7 @@ proptest! {
     })]
     #[test]
     fn ring_matches_a_queue_model(
-        ops in prop::collection::vec(op(), 1..60),
+        ops in prop::collection::vec(op(), 1..if cfg!(miri) { 30 } else { 60 }),
         // Frames written straight into the ring, gathered privately, or a mix.
         direct_min in prop_oneof![Just(0usize), Just(100), Just(usize::MAX)],
     ) {
@@ -805,7 +806,9 @@ fn a_held_lossless_batch_survives_every_safe_way_to_drop_its_reader() {
             }
         }
         // Publish several laps; the other lossless reader keeps up (following switches).
-        for _ in 0..8 {
+        // Three are enough for the rotation (the departed reader holds 20 of about 30
+        // frames a lap); Miri runs three, the native test eight.
+        for _ in 0..if cfg!(miri) { 3 } else { 8 } {
             for _ in 0..30 {
                 p.stage(&payload(p.next_seq(), 100)).unwrap();
             }

@@ -433,3 +433,36 @@ fn a_background_follower_gathers_between_takes_and_says_since_when() {
     );
     assert!(bg.take().first_at.is_none(), "a take starts a new wait");
 }
+
+#[test]
+fn following_from_inside_a_gap_names_the_rest_of_it() {
+    // A reader that printed records which died with the service before their commit
+    // resumes inside the crash gap: history answers with the gap row stored at its first
+    // seq, and the follower hands out the part from where it resumed.
+    let (_dir, path) = socket_dir();
+    let h = history();
+    let fake = Fake::start(
+        &path,
+        h.clone(),
+        Config {
+            first_seq: 13,
+            ..Config::default()
+        },
+    );
+    let mut rows: Vec<_> = (1..=3).map(|s| event(s, EventKind::Create)).collect();
+    rows.push(gap_row(4, 9, GapReason::Crash));
+    rows.extend((10..=12).map(|s| event(s, EventKind::Create)));
+    fake.store(&rows);
+    let mut f = Options::new().socket(&path).follow_from(6).unwrap();
+    fake.publish(1, EventKind::Create); // 13 live
+    let (evs, _) = collect(&mut f, has_seq(13));
+    assert_eq!(
+        evs.first(),
+        Some(&OwnedEvent::Gap {
+            from: 6,
+            to: 9,
+            reason: GapReason::Crash
+        })
+    );
+    assert_eq!(record_seqs(&evs), (10..=13).collect::<Vec<_>>());
+}

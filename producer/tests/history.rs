@@ -297,6 +297,58 @@ fn filters_by_seq_time_kind_glob_and_limit() {
         rows.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![989, 969, 949]
     );
+    // a range that starts inside a gap gets the gap row stored at the gap's first seq:
+    // first ascending, last descending, whatever the page size
+    for page in [1, 2, 50] {
+        let q = HistoryQuery {
+            seq: Some((1005, 1020)),
+            ..Default::default()
+        };
+        let (rows, end) = all(&r, &q, false, page);
+        assert_eq!(end, QueryEnd::Complete);
+        assert_eq!(
+            rows,
+            vec![gap(1002, 1010, GapReason::NotStored)],
+            "page {page}"
+        );
+        let q = HistoryQuery {
+            seq: Some((999, 1005)),
+            ..Default::default()
+        };
+        assert_eq!(
+            all(&r, &q, true, page)
+                .0
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![1002, 1001, 1000, 999],
+            "page {page}"
+        );
+        let q = HistoryQuery {
+            seq: Some((1003, 1003)),
+            ..Default::default()
+        };
+        let (rows, _) = all(&r, &q, true, page);
+        assert_eq!(rows.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1002]);
+    }
+    // ... unless the kinds leave gaps out, or the range starts past the gap
+    let got = seqs(
+        HistoryQuery {
+            seq: Some((1005, 1020)),
+            kinds: 1 << EventKind::Create as u8,
+            ..Default::default()
+        },
+        false,
+    );
+    assert!(got.is_empty());
+    let got = seqs(
+        HistoryQuery {
+            seq: Some((1011, 1020)),
+            ..Default::default()
+        },
+        false,
+    );
+    assert!(got.is_empty());
     // a bad glob
     let (rows, end) = all(
         &r,
@@ -1049,10 +1101,17 @@ mod model {
                         ..Default::default()
                     };
                     let (rows, end) = all(&r, &q, reverse, page);
-                    let mut want: Vec<FileEvent> = model
-                        .range(lo..=hi)
-                        .map(|(_, e)| e.clone())
+                    // A gap row stored below `lo` that reaches it comes too (not
+                    // retention's: that range ends the answer with `Truncated`).
+                    let lead = model.range(..lo).next_back().map(|(_, e)| e).filter(|e| {
+                        e.gap
+                            .is_some_and(|g| g.to >= lo && g.reason != GapReason::Retention)
+                    });
+                    let mut want: Vec<FileEvent> = lead
+                        .into_iter()
+                        .chain(model.range(lo..=hi).map(|(_, e)| e))
                         .filter(|e| kinds == 0 || kinds & (1 << e.kind as u8) != 0)
+                        .cloned()
                         .collect();
                     if reverse {
                         want.reverse();

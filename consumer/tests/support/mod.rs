@@ -108,6 +108,14 @@ impl QueryRows for Rows {
             if lo < h.oldest && self.q.seq.is_some() {
                 return QueryStep::Done(QueryEnd::Truncated { oldest: h.oldest });
             }
+            // As the service does: a range starting inside a gap gets the gap row first.
+            let at = h.rows.partition_point(|r| r.seq < lo);
+            if let Some(g) = at.checked_sub(1).map(|i| &h.rows[i]) {
+                if self.q.seq.is_some() && g.gap.is_some_and(|i| i.to >= lo) {
+                    out.push(g.clone());
+                    self.sent += 1;
+                }
+            }
         }
         let limit = if self.q.limit == 0 {
             u64::MAX

@@ -11,13 +11,19 @@
 //! `path_to`, as raw bytes. Gap records (empty path) pass the glob filter, so a filtered
 //! answer still accounts for every missing range. There is no path index on purpose (see
 //! [`schema`](super::schema)).
+//!
+//! A gap row is stored at its first seq. A seq range that starts inside a gap (a follower
+//! resuming after records that reached the ring and died with the service before their
+//! commit) still gets that gap row: first when ascending, last when descending, although
+//! its seq is below the range. (Retention's gap row is not: a range older than history
+//! ends with `Truncated`.)
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use firehose_transport::control::wire::{HistoryQuery, QueryEnd};
-use firehose_transport::record::{EventKind, FileEvent};
+use firehose_transport::record::{EventKind, FileEvent, GapReason};
 use globset::GlobMatcher;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
@@ -152,6 +158,8 @@ impl HistoryReader {
             reverse,
             seq_given: q.seq.is_some(),
             start_lo: lo,
+            // Only a range that starts above seq 0 can start inside an earlier gap.
+            lead_checked: q.seq.is_none() || lo == 0,
             end,
             done: false,
         })
@@ -173,6 +181,8 @@ pub struct QueryCursor<'r> {
     reverse: bool,
     seq_given: bool,
     start_lo: u64,
+    /// The gap row that began before the range and reaches into it was looked for.
+    lead_checked: bool,
     /// Set when the answer is over.
     end: Option<QueryEnd>,
     /// The end was returned once.
@@ -202,11 +212,21 @@ impl QueryCursor<'_> {
             max_rows.min((self.limit - self.sent) as usize)
         };
         let mut got = 0usize;
+        if !self.reverse && !self.lead_checked && want > 0 {
+            self.lead_gap(out, &mut got)?;
+        }
         for _ in 0..SCANS_PER_CALL {
             if got >= want {
                 break;
             }
             if self.scan(out, want - got, &mut got)? {
+                if self.reverse && !self.lead_checked {
+                    if got >= want {
+                        // No room in this page: the next call adds it and ends.
+                        break;
+                    }
+                    self.lead_gap(out, &mut got)?;
+                }
                 self.end = Some(self.final_end()?);
                 break;
             }
@@ -304,6 +324,41 @@ impl QueryCursor<'_> {
             self.hi = 0;
         }
         Ok(self.lo > self.hi)
+    }
+
+    /// Appends the gap row stored below the range's start that reaches into it, if there is
+    /// one and it passes the time and kind filters.
+    fn lead_gap(&mut self, out: &mut Vec<FileEvent>, got: &mut usize) -> Result<(), HistoryError> {
+        self.lead_checked = true;
+        let path = &self.reader.path;
+        let sql = format!(
+            "SELECT {} FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
+            row::COLUMNS
+        );
+        let before = self
+            .reader
+            .conn
+            .prepare_cached(&sql)
+            .ctx(path)?
+            .query_row([self.start_lo as i64], row::from_row)
+            .optional()
+            .ctx(path)?;
+        let Some(ev) = before else {
+            return Ok(());
+        };
+        // Retention's range is answered by `Truncated`, as for any query older than history.
+        let reaches = ev.kind == EventKind::Gap
+            && ev
+                .gap
+                .is_some_and(|g| g.to >= self.start_lo && g.reason != GapReason::Retention);
+        let in_time = self.time.is_none_or(|(a, b)| (a..=b).contains(&ev.time_ns));
+        let kind_shown = self.kinds == 0 || self.kinds & (1 << EventKind::Gap as u32) != 0;
+        if reaches && in_time && kind_shown {
+            out.push(ev);
+            *got += 1;
+            self.sent += 1;
+        }
+        Ok(())
     }
 
     fn glob_matches(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<bool> {

@@ -9,7 +9,7 @@ use eframe::egui::{self, Color32, RichText};
 use firehose_consumer::pages::{Direction, HistoryPager};
 use firehose_consumer::{Background, OwnedEvent, Policy, Status};
 
-use crate::model::{kind_name, Conn, Model, KINDS};
+use crate::model::{Conn, Model};
 use crate::status::Latest;
 
 /// The monitor: the model, the follower's thread and the status.
@@ -249,9 +249,9 @@ impl Monitor {
             if edit.changed() {
                 self.model.set_filter(&self.filter_text);
             }
-            for k in KINDS {
+            for k in firehose_consumer::EventKind::FILTERABLE {
                 let mut on = self.model.kind_shown(k);
-                if ui.checkbox(&mut on, kind_name(k)).changed() {
+                if ui.checkbox(&mut on, k.name()).changed() {
                     self.model.toggle(k);
                 }
             }
@@ -371,7 +371,7 @@ impl Monitor {
                 let text = format!(
                     "{:<12} {:<11} {:>5} {:>9}  {path}",
                     row.clock(),
-                    kind_name(row.kind),
+                    row.kind.name(),
                     row.rule,
                     row.size.map_or("-".into(), |s| s.to_string())
                 );
@@ -416,7 +416,7 @@ impl Monitor {
                     ui.label(r.seq.to_string());
                     ui.end_row();
                     ui.label("kind");
-                    ui.label(kind_name(r.kind));
+                    ui.label(r.kind.name());
                     ui.end_row();
                     ui.label("path");
                     ui.label(&r.path);

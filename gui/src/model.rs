@@ -7,32 +7,6 @@ use std::collections::VecDeque;
 use firehose_consumer::pages::Paging;
 use firehose_consumer::{escape_path, EventKind, FileEvent, Gathered, OwnedEvent};
 
-/// The kinds a user can toggle, in display order.
-pub const KINDS: [EventKind; 7] = [
-    EventKind::Create,
-    EventKind::Modify,
-    EventKind::CloseWrite,
-    EventKind::Metadata,
-    EventKind::Remove,
-    EventKind::Rename,
-    EventKind::Overflow,
-];
-
-/// A kind's name as the command line prints it.
-pub fn kind_name(k: EventKind) -> &'static str {
-    match k {
-        EventKind::Create => "create",
-        EventKind::Modify => "modify",
-        EventKind::CloseWrite => "close_write",
-        EventKind::Metadata => "metadata",
-        EventKind::Remove => "remove",
-        EventKind::Rename => "rename",
-        EventKind::Overflow => "overflow",
-        EventKind::Gap => "gap",
-        EventKind::Other => "other",
-    }
-}
-
 /// One record as the monitor keeps it (paths escaped for display, losslessly).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {

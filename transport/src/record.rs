@@ -28,6 +28,53 @@ pub enum EventKind {
     Other,
 }
 
+impl EventKind {
+    /// Every kind, in the order documents, the command line and the monitors list them.
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Create,
+        EventKind::Modify,
+        EventKind::CloseWrite,
+        EventKind::Metadata,
+        EventKind::Remove,
+        EventKind::Rename,
+        EventKind::Overflow,
+        EventKind::Gap,
+        EventKind::Other,
+    ];
+
+    /// The kinds a filter rule can name and the monitors toggle: all but `Gap` and
+    /// `Other`, in the same order.
+    pub const FILTERABLE: [EventKind; 7] = [
+        EventKind::Create,
+        EventKind::Modify,
+        EventKind::CloseWrite,
+        EventKind::Metadata,
+        EventKind::Remove,
+        EventKind::Rename,
+        EventKind::Overflow,
+    ];
+
+    /// Its name in filter documents, JSON output and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Create => "create",
+            EventKind::Modify => "modify",
+            EventKind::CloseWrite => "close_write",
+            EventKind::Metadata => "metadata",
+            EventKind::Remove => "remove",
+            EventKind::Rename => "rename",
+            EventKind::Overflow => "overflow",
+            EventKind::Gap => "gap",
+            EventKind::Other => "other",
+        }
+    }
+
+    /// The kind named `name` (exactly, lower case).
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
 /// Why a range of seqs is missing.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]

@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use firehose_consumer::{
-    Client, ConnectOptions, FileEvent, HistoryQuery, OwnedEvent, QueryEnd, QueryPage,
+    Client, ConnectOptions, EventKind, FileEvent, HistoryQuery, OwnedEvent, QueryEnd, QueryPage,
 };
 
-use super::render::{kind_from_name, write_event, Style};
+use super::render::{write_event, Style};
 use super::{code, Cli};
 use firehose_consumer::time::parse_time;
 
@@ -54,7 +54,7 @@ fn build(a: &Args) -> anyhow::Result<HistoryQuery> {
     let (since, until) = (time(&a.since)?, time(&a.until)?);
     let mut kinds = 0u32;
     for k in &a.kind {
-        let Some(kind) = kind_from_name(k) else {
+        let Some(kind) = EventKind::from_name(k) else {
             bail!("unknown kind {k:?}: one of create, modify, close_write, metadata, remove, rename, overflow, gap, other");
         };
         kinds |= 1 << kind as u8;

@@ -66,38 +66,6 @@ pub(crate) fn parse_format(t: &str) -> Result<Vec<Piece>, String> {
     Ok(out)
 }
 
-/// The kind's name in JSON and plain output.
-pub(crate) fn kind_name(k: EventKind) -> &'static str {
-    match k {
-        EventKind::Create => "create",
-        EventKind::Modify => "modify",
-        EventKind::CloseWrite => "close_write",
-        EventKind::Metadata => "metadata",
-        EventKind::Remove => "remove",
-        EventKind::Rename => "rename",
-        EventKind::Overflow => "overflow",
-        EventKind::Gap => "gap",
-        EventKind::Other => "other",
-    }
-}
-
-/// The kind for a `--kind` argument.
-pub(crate) fn kind_from_name(name: &str) -> Option<EventKind> {
-    [
-        EventKind::Create,
-        EventKind::Modify,
-        EventKind::CloseWrite,
-        EventKind::Metadata,
-        EventKind::Remove,
-        EventKind::Rename,
-        EventKind::Overflow,
-        EventKind::Gap,
-        EventKind::Other,
-    ]
-    .into_iter()
-    .find(|k| kind_name(*k) == name)
-}
-
 /// inotifywait's names for a kind.
 fn inotify_names(k: EventKind) -> &'static str {
     match k {
@@ -146,7 +114,7 @@ fn write_record(out: &mut impl Write, style: &Style, r: &Record<'_>) -> io::Resu
                 out,
                 "{} {:<11} {}",
                 rfc3339(r.time_ns()),
-                kind_name(r.kind()),
+                r.kind().name(),
                 escape_path(r.path())
             )?;
             if let Some(to) = r.path_to() {
@@ -160,7 +128,7 @@ fn write_record(out: &mut impl Write, style: &Style, r: &Record<'_>) -> io::Resu
                 "{{\"seq\":{},\"time\":\"{}\",\"kind\":\"{}\",\"path\":{}",
                 r.seq(),
                 rfc3339(r.time_ns()),
-                kind_name(r.kind()),
+                r.kind().name(),
                 json_str(&escape_path(r.path()))
             )?;
             if let Some(to) = r.path_to() {

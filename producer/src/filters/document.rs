@@ -6,8 +6,9 @@
 //! (roots, globs, kinds, windows), which reports every problem it finds.
 
 use super::error::FilterError;
-use super::kinds::{parse_kind, KindSet, KIND_NAMES};
+use super::kinds::{parse_kind, KindSet};
 use super::pattern::Pattern;
+use firehose_transport::record::EventKind;
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
@@ -188,7 +189,8 @@ pub(crate) fn parse(path: &Path, text: &str, env: &Env) -> Result<Vec<RuleSpec>,
                     match parse_kind(k.get_ref()) {
                         Some(kind) => set = set.with(kind),
                         None => {
-                            let names: Vec<&str> = KIND_NAMES.iter().map(|(n, _)| *n).collect();
+                            let names: Vec<&str> =
+                                EventKind::FILTERABLE.map(EventKind::name).to_vec();
                             err(
                                 k.span(),
                                 format!(

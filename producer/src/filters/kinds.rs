@@ -3,35 +3,9 @@
 use firehose_transport::record::EventKind;
 use std::fmt;
 
-/// Every kind a rule may list, by its name in documents, in the order documents show them.
-pub const KIND_NAMES: [(&str, EventKind); 7] = [
-    ("create", EventKind::Create),
-    ("modify", EventKind::Modify),
-    ("close_write", EventKind::CloseWrite),
-    ("metadata", EventKind::Metadata),
-    ("remove", EventKind::Remove),
-    ("rename", EventKind::Rename),
-    ("overflow", EventKind::Overflow),
-];
-
-/// The kind a document names `name`, if any.
+/// The kind a document names `name`, if a rule may list it (not `gap` or `other`).
 pub fn parse_kind(name: &str) -> Option<EventKind> {
-    KIND_NAMES.iter().find(|(n, _)| *n == name).map(|&(_, k)| k)
-}
-
-/// The name documents use for `kind` (`gap` and `other`, which rules cannot name, included).
-pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Create => "create",
-        EventKind::Modify => "modify",
-        EventKind::CloseWrite => "close_write",
-        EventKind::Metadata => "metadata",
-        EventKind::Remove => "remove",
-        EventKind::Rename => "rename",
-        EventKind::Overflow => "overflow",
-        EventKind::Gap => "gap",
-        EventKind::Other => "other",
-    }
+    EventKind::from_name(name).filter(|k| EventKind::FILTERABLE.contains(k))
 }
 
 /// A set of event kinds, one bit per kind.
@@ -44,9 +18,9 @@ impl KindSet {
 
     /// Every kind a rule can name (the default of `kinds`).
     pub fn all() -> KindSet {
-        KIND_NAMES
-            .iter()
-            .fold(KindSet::EMPTY, |s, &(_, k)| s.with(k))
+        EventKind::FILTERABLE
+            .into_iter()
+            .fold(KindSet::EMPTY, KindSet::with)
     }
 
     /// This set with `kind` added.
@@ -61,11 +35,10 @@ impl KindSet {
         self.0 & bit(kind) != 0
     }
 
-    /// The kinds in the set, in [`KIND_NAMES`] order.
+    /// The kinds in the set, in [`EventKind::FILTERABLE`] order.
     pub fn iter(self) -> impl Iterator<Item = EventKind> {
-        KIND_NAMES
-            .iter()
-            .map(|&(_, k)| k)
+        EventKind::FILTERABLE
+            .into_iter()
             .filter(move |&k| self.contains(k))
     }
 }
@@ -77,7 +50,9 @@ fn bit(kind: EventKind) -> u16 {
 
 impl fmt::Debug for KindSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(kind_name)).finish()
+        f.debug_set()
+            .entries(self.iter().map(EventKind::name))
+            .finish()
     }
 }
 
@@ -90,7 +65,7 @@ impl fmt::Display for KindSet {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            f.write_str(kind_name(k))?;
+            f.write_str(k.name())?;
         }
         Ok(())
     }
@@ -102,12 +77,15 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_sets_hold_what_was_added() {
-        for (name, kind) in KIND_NAMES {
-            assert_eq!(parse_kind(name), Some(kind));
-            assert_eq!(kind_name(kind), name);
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::from_name(kind.name()), Some(kind));
+        }
+        for kind in EventKind::FILTERABLE {
+            assert_eq!(parse_kind(kind.name()), Some(kind));
         }
         assert_eq!(parse_kind("Create"), None);
         assert_eq!(parse_kind("gap"), None);
+        assert_eq!(parse_kind("other"), None);
         let s = KindSet::EMPTY
             .with(EventKind::Remove)
             .with(EventKind::Create);

@@ -112,6 +112,6 @@ pub use coalesce::{Coalescer, Coalescible};
 pub use document::MAX_COALESCE_MS;
 pub use error::{FilterError, FilterErrors};
 pub use ids::{RuleIds, FIRST_RULE_ID, IMPLICIT_RULE_ID, OVERFLOW_RULE_ID};
-pub use kinds::{kind_name, parse_kind, KindSet, KIND_NAMES};
+pub use kinds::{parse_kind, KindSet};
 pub use reload::{FilterWatcher, Reload, RootsDiff, WatchError, DEFAULT_DEBOUNCE};
 pub use ruleset::{Match, MatchScratch, RuleInfo, RuleSet};

@@ -7,15 +7,7 @@ use super::glob;
 use super::row::Row;
 
 /// The kinds keys 1..7 toggle, in order.
-pub(crate) const TOGGLED: [EventKind; 7] = [
-    EventKind::Create,
-    EventKind::Modify,
-    EventKind::CloseWrite,
-    EventKind::Metadata,
-    EventKind::Remove,
-    EventKind::Rename,
-    EventKind::Overflow,
-];
+pub(crate) const TOGGLED: [EventKind; 7] = EventKind::FILTERABLE;
 
 /// The rows to show.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -7,7 +7,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Sparkline, Table};
 use ratatui::Frame;
 
-use super::super::render::kind_name;
 use super::app::{App, Conn, Mode};
 use super::filter::{Filter, TOGGLED};
 use super::row::Row;
@@ -78,7 +77,7 @@ fn header(app: &App) -> Line<'static> {
                 .fg(Color::DarkGray)
                 .add_modifier(Modifier::CROSSED_OUT)
         };
-        spans.push(Span::styled(format!(" {}:{}", i + 1, kind_name(*k)), style));
+        spans.push(Span::styled(format!(" {}:{}", i + 1, k.name()), style));
     }
     Line::from(spans)
 }
@@ -199,7 +198,7 @@ fn table_row<'a>(r: &'a Row, filter: &Filter) -> TRow<'a> {
     TRow::new([
         Cell::from(time.get(11..23).unwrap_or("").to_string()),
         Cell::from(Span::styled(
-            kind_name(r.kind),
+            r.kind.name(),
             Style::default().fg(kind_color(r.kind)),
         )),
         Cell::from(Line::from(path)),
@@ -248,7 +247,7 @@ fn draw_detail(f: &mut Frame<'_>, app: &mut App, area: Rect) {
                 Line::raw(format!(
                     "seq   {}   kind {}   rule {}",
                     r.seq,
-                    kind_name(r.kind),
+                    r.kind.name(),
                     r.rule
                 )),
                 Line::raw(format!("time  {} ({} ns)", rfc3339(r.time_ns), r.time_ns)),

@@ -94,17 +94,7 @@ mod tests {
 
     #[test]
     fn every_kind_code_round_trips() {
-        for k in [
-            EventKind::Create,
-            EventKind::Modify,
-            EventKind::CloseWrite,
-            EventKind::Metadata,
-            EventKind::Remove,
-            EventKind::Rename,
-            EventKind::Overflow,
-            EventKind::Gap,
-            EventKind::Other,
-        ] {
+        for k in EventKind::ALL {
             assert_eq!(kind_from_code(k as u8 as i64), k);
         }
     }

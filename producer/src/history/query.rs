@@ -241,6 +241,13 @@ impl QueryCursor<'_> {
         Ok(None)
     }
 
+    /// Leaves out the gap row stored below the range's start: for a caller that pages with
+    /// a fresh cursor per page, every page after the first starts where the last one
+    /// stopped, maybe inside a gap row it already sent.
+    pub fn skip_lead_gap(&mut self) {
+        self.lead_checked = true;
+    }
+
     /// Whether the answer is over and its end was returned.
     pub fn is_done(&self) -> bool {
         self.done

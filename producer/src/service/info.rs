@@ -65,6 +65,7 @@ impl ServiceInfo for Info {
                 reader,
                 q: q.clone(),
                 next_lo: q.seq.map_or(0, |(lo, _)| lo),
+                paged: false,
                 sent: 0,
                 oldest,
                 writer: self.writer.clone(),
@@ -178,6 +179,9 @@ struct Answer {
     q: HistoryQuery,
     /// The lowest seq not yet scanned.
     next_lo: u64,
+    /// A page was read: later pages leave out the gap row below their start (the first
+    /// page sent it if the query's range starts inside a gap).
+    paged: bool,
     sent: u64,
     /// Oldest seq history held when the query began.
     oldest: Option<u64>,
@@ -211,26 +215,29 @@ impl QueryRows for Answer {
             self.q.limit - self.sent
         };
         let before = out.len();
-        let end = match self.reader.query(&page, false) {
-            Ok(mut cursor) => match cursor.next_page(out, max) {
-                Ok(end) => {
-                    // Carry on after everything this page scanned, matched or not.
-                    self.next_lo = self.next_lo.max(cursor.remaining().0);
-                    end
-                }
-                Err(e) => {
-                    tracing::error!("a history query failed: {e}");
-                    return QueryStep::Done(QueryEnd::Unavailable);
-                }
-            },
+        let mut cursor = match self.reader.query(&page, false) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::error!("a history query failed: {e}");
                 return QueryStep::Done(QueryEnd::Unavailable);
             }
         };
+        if std::mem::replace(&mut self.paged, true) {
+            cursor.skip_lead_gap();
+        }
+        let end = match cursor.next_page(out, max) {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::error!("a history query failed: {e}");
+                return QueryStep::Done(QueryEnd::Unavailable);
+            }
+        };
+        // Carry on after everything this page scanned, matched or not.
+        self.next_lo = self.next_lo.max(cursor.remaining().0);
         self.sent += (out.len() - before) as u64;
         if let Some(last) = out[before..].last() {
-            self.next_lo = last.seq + 1;
+            // Never back: a gap row from below the range's start has a lower seq.
+            self.next_lo = self.next_lo.max(last.seq + 1);
         }
         match end {
             None => QueryStep::More,

@@ -35,7 +35,8 @@ pub struct Gathered {
     /// comes after it.
     pub ended: Option<FollowError>,
     /// When the oldest of these events came off the ring (its receive returned): how long
-    /// the application let it wait is `first_at.elapsed()` at the take.
+    /// the application let it wait is `first_at.elapsed()` at the take. After records were
+    /// dropped (`dropped`), this is when the oldest of those came.
     pub first_at: Option<Instant>,
 }
 

@@ -619,6 +619,12 @@ impl eframe::App for Monitor {
         self.show(ui);
     }
 
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        // Also called without `ui` while the window is hidden: the next records ask for a
+        // frame again (eframe then runs this again, and `ui` once it is shown).
+        self.pacer.frame_began();
+    }
+
     fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
         // The panels' colour: they paint no background of their own (see `show`).
         visuals.panel_fill.to_normalized_gamma_f32()

@@ -117,6 +117,8 @@ impl Model {
 
     fn prepend(&mut self, events: &[FileEvent]) {
         self.want_older = false;
+        // Rows come in at the front: the filtered list is rebuilt.
+        self.stale = true;
         let oldest = self.rows.front().or(self.held.front()).map(|r| r.seq);
         for e in events.iter().rev() {
             if oldest.is_none_or(|o| e.seq < o) {
@@ -139,6 +141,8 @@ impl Model {
 
     fn append(&mut self, events: &[FileEvent], asked_to: u64) {
         self.want_newer = false;
+        // Rows go at the front (`front_dropped`): the filtered list is rebuilt.
+        self.stale = true;
         let newest = self.rows.back().map_or(0, |r| r.seq);
         let limit = self.live_start();
         for e in events {
@@ -172,6 +176,7 @@ impl Model {
         self.counts.dropped += self.held.len() as u64;
         self.held.clear();
         self.rows.clear();
+        self.stale = true;
         self.front_dropped();
         self.looked_high = None;
         self.rows

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// One frame at 60 Hz.
 pub const FRAME: Duration = Duration::from_nanos(16_666_667);
 
+/// Frames after which a frame asked for and not begun counts as lost, and is asked again.
+const STUCK: u32 = 4;
+
 /// Shared between the draw loop (which says when a frame begins) and the threads that ask
 /// for frames.
 #[derive(Clone, Debug)]
@@ -70,23 +73,31 @@ impl Pacer {
     }
 
     fn ask_at(&self, now: Instant) -> Option<Duration> {
-        if self.pending.swap(true, Ordering::AcqRel) {
+        // Asked already and no frame began since: that frame takes these records too,
+        // unless it is long overdue (a request the toolkit dropped): then ask again.
+        let overdue = self
+            .since_began(now)
+            .is_none_or(|d| d >= STUCK * self.frame);
+        if self.pending.swap(true, Ordering::AcqRel) && !overdue {
             return None;
         }
         Some(self.delay_at(now))
     }
 
+    /// How long ago the last frame began (`None`: none yet).
+    fn since_began(&self, now: Instant) -> Option<Duration> {
+        let last = self.last_ns.load(Ordering::Relaxed);
+        (last != 0).then(|| {
+            now.saturating_duration_since(self.base)
+                .saturating_sub(Duration::from_nanos(last))
+        })
+    }
+
     /// How long from `now` until the next frame should begin: what is left of the frame
     /// interval since the last frame began (zero if it has passed, or before the first).
     fn delay_at(&self, now: Instant) -> Duration {
-        let last = self.last_ns.load(Ordering::Relaxed);
-        if last == 0 {
-            return Duration::ZERO;
-        }
-        let since = now
-            .saturating_duration_since(self.base)
-            .saturating_sub(Duration::from_nanos(last));
-        self.frame.saturating_sub(since)
+        self.since_began(now)
+            .map_or(Duration::ZERO, |since| self.frame.saturating_sub(since))
     }
 }
 
@@ -129,6 +140,11 @@ mod tests {
         // More batches before that frame begins: it takes them too.
         assert_eq!(p.ask_at(t0 + Duration::from_millis(5)), None);
         assert_eq!(p.ask_at(t0 + Duration::from_millis(20)), None);
+        // Unless it never comes (a request the toolkit dropped): then ask again, at once.
+        assert_eq!(
+            p.ask_at(t0 + Duration::from_millis(70)),
+            Some(Duration::ZERO)
+        );
         // The frame began: the next batch asks for the one after.
         p.began_at(t0 + Duration::from_millis(16));
         assert_eq!(

@@ -23,8 +23,8 @@ pub struct Monitor {
     started: Instant,
     filter_text: String,
     goto_text: String,
-    /// Says when each frame begins (new records pace their repaint requests by it).
-    pub pacer: crate::pace::Pacer,
+    /// Told when each frame begins (the follower's repaint requests are paced by it).
+    pacer: crate::pace::Pacer,
     /// The seq of the first row in view on the last frame (kept in view when a page of
     /// history comes in).
     top_seq: Option<u64>,
@@ -48,12 +48,13 @@ const ROW_H: f32 = 18.0;
 
 impl Monitor {
     /// A monitor over a follower already on its thread, the history pager and the status
-    /// source.
+    /// source; `pacer` is the one the follower's repaint requests ask.
     pub fn new(
         live: Background,
         history: Option<HistoryPager>,
         status: Option<Latest>,
         cap: usize,
+        pacer: crate::pace::Pacer,
     ) -> Monitor {
         Monitor {
             model: Model::new(cap),
@@ -63,7 +64,7 @@ impl Monitor {
             started: Instant::now(),
             filter_text: String::new(),
             goto_text: String::new(),
-            pacer: crate::pace::Pacer::default(),
+            pacer,
             top_seq: None,
             scroll_top: false,
             frames: 0,

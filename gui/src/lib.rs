@@ -71,7 +71,11 @@ pub fn connect(
     };
     let history = HistoryPager::start(socket.clone(), "firehose-gui (history)", now.clone())?;
     let status = status::start(socket, now)?;
-    let mut monitor = app::Monitor::new(live, Some(history), Some(status), cfg.rows);
-    monitor.pacer = pacer;
-    Ok(monitor)
+    Ok(app::Monitor::new(
+        live,
+        Some(history),
+        Some(status),
+        cfg.rows,
+        pacer,
+    ))
 }

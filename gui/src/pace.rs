@@ -86,6 +86,8 @@ impl Pacer {
 
     /// How long ago the last frame began (`None`: none yet).
     fn since_began(&self, now: Instant) -> Option<Duration> {
+        // Relaxed: a stale value only moves one frame request by less than a frame (or asks
+        // again early once, if it looks overdue).
         let last = self.last_ns.load(Ordering::Relaxed);
         (last != 0).then(|| {
             now.saturating_duration_since(self.base)

@@ -409,9 +409,13 @@ fn a_thousand_connect_disconnect_cycles_leave_no_fd_page_or_slot_behind() {
     let st = svc.wait_until(|s| s.connections == 0 && s.readers == 0);
     assert!(
         st.fds <= baseline.fds,
-        "fds {} then {}",
+        "fds {} then {}: {:?}",
         baseline.fds,
-        st.fds
+        st.fds,
+        std::fs::read_dir(format!("/proc/{}/fd", svc.proc.child.id()))
+            .unwrap()
+            .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+            .collect::<Vec<_>>()
     );
     // Our own side leaks nothing either.
     let ours = std::fs::read_dir("/proc/self/fd").unwrap().count();

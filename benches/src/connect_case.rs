@@ -1,8 +1,8 @@
 //! Connecting over the control socket, and learning of the service's death.
 //!
 //! A [`Role::Service`] child (pinned to the producer's core) runs what `firehosed` runs
-//! (tests/support/roles.rs does the same): `place::bind`, a producer behind a mutex and the
-//! `Server::poll_once` loop. It publishes one record each time a reader attaches, so a
+//! (tests/support/roles.rs does the same): `place::bind`, the ring's owner thread
+//! (`Publisher`) and the `Server::poll_once` loop. It publishes one record each time a reader attaches, so a
 //! client's first record is there as soon as it can read it. A [`Role::Connector`] child
 //! (pinned to the reader's core) then either times `Client::connect` plus the first record,
 //! over and over, or connects, reads its first record and sleeps in `Client::recv` until
@@ -12,19 +12,19 @@
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use firehose_transport::control::client::{Client, ConnectOptions};
 use firehose_transport::control::place::{bind, Access};
 use firehose_transport::control::server::{NoHistory, Server, ServerConfig};
-use firehose_transport::ring::{Event, Policy, Producer, ReaderId, RingConfig};
+use firehose_transport::publisher::{Item, Publisher, PublisherConfig};
+use firehose_transport::ring::{Event, Policy, Producer, RingConfig};
 
 use crate::cases::{Ctx, PACED_PAYLOAD};
 use crate::child::{send_ready, send_report, send_words, ChildArgs, ChildProc, Report, Role};
 use crate::os::mono_ns;
-use crate::payload::{access_index, BenchRecord, Pool, Tally};
+use crate::payload::{access_index, make_record, BenchRecord, Pool, Tally};
 use crate::stats::{latency_histogram, Percentiles};
 
 /// The word that stops a service cleanly.
@@ -129,17 +129,19 @@ pub fn death(ctx: &Ctx) -> Result<Percentiles> {
 pub fn service_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     let path = args.socket.clone().context("--socket")?;
     let bound = bind(&path, &Access::default()).context("binding the socket")?;
-    let producer = Arc::new(Mutex::new(Producer::<BenchRecord>::new(RingConfig {
+    let producer = Producer::<BenchRecord>::new(RingConfig {
         lossless_wait: Duration::ZERO,
         ..RingConfig::default()
-    })?));
+    })?;
+    let mut seq = producer.next_seq();
+    let (publisher, link) = Publisher::start(producer, PublisherConfig::default())?;
     let mut server = Server::new(
         bound.listener.try_clone()?,
-        producer.clone(),
+        link,
         Box::new(NoHistory),
         ServerConfig::default(),
     )?;
-    let pool = Pool::new(args.payload)?;
+    let first = make_record(args.payload, 0);
     send_ready(&mut sock)?;
     sock.set_nonblocking(true)?;
     let mut next_id = 1u64;
@@ -147,19 +149,26 @@ pub fn service_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
     let mut word = [0u8; 8];
     loop {
         server.poll_once(Duration::from_millis(2))?;
-        {
-            let mut p = producer.lock().unwrap_or_else(|e| e.into_inner());
-            // Reader ids count up from 1: publish one record per reader that attached since
-            // the last look (one that came and went in between is skipped past).
-            let window = next_id..next_id + 16;
-            for id in window {
-                if p.reader_policy(ReaderId(id)).is_some() {
-                    p.stage_archived(pool.bytes(0))?;
-                    p.commit()?;
-                    published += 1;
-                    next_id = id + 1;
-                }
-            }
+        // Reader ids count up from 1: publish one record per reader that attached since
+        // the last look (one that came and went in between is skipped past).
+        let snap = publisher.snapshot().context("the ring's owner is gone")?;
+        let newest = snap
+            .readers
+            .iter()
+            .map(|r| r.id.0)
+            .filter(|&id| id >= next_id)
+            .max();
+        if let Some(id) = newest {
+            publisher
+                .send(Item::Record {
+                    seq,
+                    value: first.clone(),
+                })
+                .map_err(|_| anyhow::anyhow!("the ring's owner is gone"))?;
+            publisher.sync();
+            seq += 1;
+            published += 1;
+            next_id = id + 1;
         }
         match sock.read(&mut word) {
             Ok(8) => match u64::from_le_bytes(word) {
@@ -179,6 +188,7 @@ pub fn service_child(mut sock: UnixStream, args: &ChildArgs) -> Result<()> {
         }
     }
     server.shutdown();
+    publisher.finish();
     sock.set_nonblocking(false)?;
     send_report(
         &mut sock,

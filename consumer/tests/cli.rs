@@ -340,9 +340,7 @@ fn tail_without_backfill_exits_3_when_the_service_leaves() {
         .spawn()
         .unwrap();
     // Wait until it is attached, then stop the service.
-    support::wait_until(WATCHDOG, "tail attached", || {
-        fake.producer.lock().unwrap().reader_count() > 0
-    });
+    support::wait_until(WATCHDOG, "tail attached", || fake.reader_count() > 0);
     fake.stop();
     let mut err = child.stderr.take().unwrap();
     let st = wait(child);

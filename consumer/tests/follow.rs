@@ -70,9 +70,7 @@ fn follows_and_drains_in_order() {
     assert_eq!(r, &event(1, EventKind::Create));
     // Drain honours its maximum.
     fake.publish(50, EventKind::Modify);
-    support::wait_until(WATCHDOG, "records visible", || {
-        fake.producer.lock().unwrap().committed_seq() > 350
-    });
+    support::wait_until(WATCHDOG, "records visible", || fake.committed_seq() > 350);
     let mut got = 0;
     let deadline = Instant::now() + WATCHDOG;
     while got < 50 {

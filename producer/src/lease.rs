@@ -173,6 +173,8 @@ struct Store {
     slot: usize,
     /// Test hook: fail every write.
     fail: bool,
+    /// Test hook: sleep this long before each fdatasync (a slow disk).
+    delay: Duration,
 }
 
 impl Store {
@@ -196,6 +198,9 @@ impl Store {
             next_seq,
         };
         let slot = 1 - self.slot;
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
         self.file
             .write_all_at(&rec.encode(), SLOTS[slot])
             .map_err(|e| err("write", e))?;
@@ -218,6 +223,8 @@ struct Shared {
     stop: AtomicBool,
     wake_lock: Mutex<()>,
     wake: Condvar,
+    /// Notified (under `wake_lock`) after each renewal, for [`Lease::wait_grant`].
+    renewed: Condvar,
     health: Mutex<LeaseHealth>,
     store: Mutex<Store>,
     config: LeaseConfig,
@@ -310,6 +317,7 @@ impl Lease {
             generation: best.map_or(0, |(_, r)| r.generation),
             slot: best.map_or(1, |(i, _)| i),
             fail: false,
+            delay: Duration::ZERO,
         };
         let size = config.min_size.max(1);
         let end = rec.next_seq.saturating_add(size);
@@ -322,6 +330,7 @@ impl Lease {
             stop: AtomicBool::new(false),
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
+            renewed: Condvar::new(),
             health: Mutex::new(LeaseHealth::Ok),
             store: Mutex::new(store),
             config,
@@ -359,6 +368,39 @@ impl Lease {
         seq < end
     }
 
+    /// Like [`grant`](Self::grant), but if `seq` is past the lease end, waits up to
+    /// `timeout` for a renewal to cover it (a burst faster than one renewal). Returns
+    /// false at once, without waiting, while renewals are failing: waiting would not help,
+    /// and the caller must account for what it cannot publish.
+    pub fn wait_grant(&self, seq: u64, timeout: Duration) -> bool {
+        if self.grant(seq) {
+            return true;
+        }
+        let s = &self.shared;
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&s.wake_lock);
+        loop {
+            // Acquire: as in `grant`, the durable write happens-before the use of the seq.
+            if seq < s.end.load(Ordering::Acquire) {
+                return true;
+            }
+            if matches!(*lock(&s.health), LeaseHealth::Failing { .. }) {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // The renewal thread stores `end` before it takes `wake_lock` to notify, and we
+            // hold `wake_lock` from the check to the wait: no renewal is missed.
+            g = s
+                .renewed
+                .wait_timeout(g, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
     /// The current lease end (exclusive).
     pub fn end(&self) -> u64 {
         self.shared.end.load(Ordering::Acquire)
@@ -373,6 +415,12 @@ impl Lease {
     #[doc(hidden)]
     pub fn inject_write_failure(&self, fail: bool) {
         lock(&self.shared.store).fail = fail;
+    }
+
+    /// Test hook: makes every later lease write sleep `delay` first (a slow disk).
+    #[doc(hidden)]
+    pub fn inject_write_delay(&self, delay: Duration) {
+        lock(&self.shared.store).delay = delay;
     }
 
     /// Stops the renewal thread and marks a clean shutdown: the next run starts at
@@ -457,6 +505,10 @@ fn renew_loop(s: &Shared) {
                 s.renew_at
                     .store(from + (new_end - from) / 2, Ordering::Relaxed);
                 s.requested.store(false, Ordering::Release);
+                {
+                    let _g = lock(&s.wake_lock);
+                    s.renewed.notify_all();
+                }
                 if failing {
                     tracing::info!("seq lease renewals work again");
                     *lock(&s.health) = LeaseHealth::Ok;
@@ -472,8 +524,11 @@ fn renew_loop(s: &Shared) {
                     };
                     failing = true;
                 }
-                // Retry after the backoff; `requested` stays set meanwhile.
+                // Retry after the backoff; `requested` stays set meanwhile. Waiters learn
+                // of the failure now rather than at their deadline.
                 s.requested.store(true, Ordering::Release);
+                let _g = lock(&s.wake_lock);
+                s.renewed.notify_all();
             }
         }
     }

@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,7 +14,9 @@ use firehose_transport::control::place::{bind, Access};
 use firehose_transport::control::server::{
     raise_fd_limit, NoHistory, Server, ServerConfig, FDS_PER_CONNECTION,
 };
-use firehose_transport::ring::{Event, Policy, Producer, PublishError, RingConfig};
+use firehose_transport::publisher::progress::ProgressConfig;
+use firehose_transport::publisher::{Item, Publisher, PublisherConfig};
+use firehose_transport::ring::{Event, Policy, Producer, RingConfig};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -48,13 +50,25 @@ pub(crate) fn service(args: &[String]) -> anyhow::Result<()> {
     };
     let bound = bind(&path, &access).context("binding the socket")?;
     let limit = raise_fd_limit().unwrap_or(1024);
-    let producer = Arc::new(Mutex::new(Producer::<Vec<u8>>::new(RingConfig {
+    let producer = Producer::<Vec<u8>>::new(RingConfig {
         capacity: num(args, "--capacity", 1 << 20) as usize,
         max_record: 4096,
         batch_bytes: 16 << 10,
         lossless_wait: Duration::ZERO,
         first_seq: 1,
-    })?));
+    })?;
+    let (publisher, link) = Publisher::start(
+        producer,
+        PublisherConfig {
+            queue: 1024,
+            progress: ProgressConfig {
+                window: Duration::from_millis(num(args, "--window-ms", 300)),
+                min_progress: 64 << 10,
+            },
+            ..PublisherConfig::default()
+        },
+    )?;
+    let publisher = Arc::new(publisher);
     let mut lossless_uids = nums(args, "--lossless-uid");
     lossless_uids.push(nix::unistd::geteuid().as_raw());
     let config = ServerConfig {
@@ -62,36 +76,35 @@ pub(crate) fn service(args: &[String]) -> anyhow::Result<()> {
         max_connections: ((limit.saturating_sub(64)) / FDS_PER_CONNECTION) as usize,
         max_lossless: num(args, "--max-lossless", 4) as usize,
         lossless_uids,
-        progress_window: Duration::from_millis(num(args, "--window-ms", 300)),
-        min_progress: 64 << 10,
         cooldown: Duration::from_secs(60),
         hello_timeout: Duration::from_millis(num(args, "--hello-ms", 1000)),
         ..ServerConfig::default()
     };
     let mut server = Server::new(
         bound.listener.try_clone()?,
-        producer.clone(),
+        link,
         Box::new(NoHistory),
         config,
     )?;
     let stop = Arc::new(AtomicBool::new(false));
     let pace = Duration::from_micros(num(args, "--pace-us", 1000));
-    let publisher = {
-        let producer = producer.clone();
+    // The feeder waits while the owner's queue is full (`send`), as the old producer did
+    // under backpressure: a lossless reader in budget holds the stream back, losing nothing.
+    let feeder = {
+        let publisher = publisher.clone();
         let stop = stop.clone();
         std::thread::spawn(move || {
+            let mut seq = 1u64;
             while !stop.load(Ordering::Relaxed) {
-                {
-                    let mut p = producer.lock().unwrap_or_else(|e| e.into_inner());
-                    for _ in 0..64 {
-                        let seq = p.next_seq();
-                        match p.stage(&payload(seq)) {
-                            Ok(_) => {}
-                            Err(PublishError::Backpressure { .. }) => break,
-                            Err(e) => panic!("{e}"),
-                        }
+                for _ in 0..64 {
+                    let item = Item::Record {
+                        seq,
+                        value: payload(seq),
+                    };
+                    if publisher.send(item).is_err() {
+                        return;
                     }
-                    let _ = p.commit();
+                    seq += 1;
                 }
                 std::thread::sleep(pace);
             }
@@ -115,17 +128,19 @@ pub(crate) fn service(args: &[String]) -> anyhow::Result<()> {
         match rx.try_recv() {
             Ok(true) => {
                 let st = server.stats();
-                let p = producer.lock().unwrap_or_else(|e| e.into_inner());
+                let ps = publisher.stats();
+                let snap = publisher.snapshot().context("the ring's owner is gone")?;
                 println!(
                     "stats connections={} readers={} epoch={} cut_off={} refused={} busy={} protocol_errors={} next_seq={} fds={} rss_kib={}",
                     server.connection_count(),
-                    p.reader_count(),
-                    p.segment().epoch(),
-                    st.cut_off,
+                    // Departed lossless readers count until released: they still pin their pages.
+                    snap.readers.len(),
+                    snap.epoch,
+                    ps.cut_off.load(Ordering::Relaxed),
                     st.refused,
                     st.busy,
                     st.protocol_errors,
-                    p.committed_seq(),
+                    snap.committed_seq,
                     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
                     rss_kib(),
                 );
@@ -137,7 +152,10 @@ pub(crate) fn service(args: &[String]) -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     server.shutdown();
-    let _ = publisher.join();
+    let _ = feeder.join();
+    if let Ok(p) = Arc::try_unwrap(publisher) {
+        p.finish();
+    }
     Ok(())
 }
 

@@ -13,6 +13,8 @@
 //!
 //! - [`ring`]: the ring itself ([`ring::Producer`], [`ring::Reader`], [`ring::Segment`]);
 //! - [`record`]: the file-event record both the service and its clients use;
+//! - [`publisher`]: the thread that owns the producer, fed through a bounded queue and
+//!   commanded by the control loop (no lock is ever held across a wait for room);
 //! - [`fdpass`] and [`handoff`]: fds over Unix sockets, and handing a reader its ring;
 //! - the atomics go through a loom shim (`--cfg firehose_loom`), so the same cursor code is
 //!   model-checked.
@@ -29,6 +31,8 @@ pub mod control;
 pub mod fdpass;
 #[cfg(not(firehose_loom))]
 pub mod handoff;
+#[cfg(not(firehose_loom))]
+pub mod publisher;
 pub mod record;
 pub mod ring;
 pub(crate) mod sync;

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use firehose_transport::control::place::{bind, Access};
 use firehose_transport::control::server::{
-    QueryRows, QueryStep, Server, ServerConfig, ServiceInfo,
+    PageBudget, QueryRows, QueryStep, Server, ServerConfig, ServiceInfo,
 };
 use firehose_transport::control::wire::{HistoryQuery, QueryEnd, Status};
+use firehose_transport::publisher::{Item, Publisher, PublisherConfig};
 use firehose_transport::record::{EventKind, FileEvent, GapInfo, GapReason};
 use firehose_transport::ring::{Producer, RingConfig};
 
@@ -99,7 +100,8 @@ struct Rows {
 }
 
 impl QueryRows for Rows {
-    fn next_rows(&mut self, out: &mut Vec<FileEvent>, max: usize) -> QueryStep {
+    fn next_rows(&mut self, out: &mut Vec<FileEvent>, budget: PageBudget) -> QueryStep {
+        let max = budget.rows;
         let h = self.h.lock().unwrap();
         let (lo, hi) = self.q.seq.unwrap_or((0, u64::MAX));
         if !self.started {
@@ -169,7 +171,7 @@ impl ServiceInfo for Info {
         let h = self.h.lock().unwrap();
         (h.oldest, h.committed)
     }
-    fn query(&mut self, q: &HistoryQuery) -> Box<dyn QueryRows> {
+    fn query(&self, q: &HistoryQuery) -> Box<dyn QueryRows> {
         Box::new(Rows {
             h: self.h.clone(),
             q: q.clone(),
@@ -197,7 +199,9 @@ impl ServiceInfo for Info {
 pub struct Fake {
     pub path: PathBuf,
     pub history: SharedHistory,
-    pub producer: Arc<Mutex<Producer<FileEvent>>>,
+    publisher: Option<Publisher<FileEvent>>,
+    /// The seq the next record gets.
+    next: Mutex<u64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -220,25 +224,19 @@ impl Default for Config {
 
 impl Fake {
     pub fn start(path: &Path, history: SharedHistory, cfg: Config) -> Fake {
-        let producer = Arc::new(Mutex::new(
-            Producer::<FileEvent>::new(RingConfig {
-                capacity: cfg.capacity,
-                max_record: 1024,
-                batch_bytes: 4 << 10,
-                lossless_wait: Duration::ZERO,
-                first_seq: cfg.first_seq,
-            })
-            .unwrap(),
-        ));
+        let producer = Producer::<FileEvent>::new(RingConfig {
+            capacity: cfg.capacity,
+            max_record: 1024,
+            batch_bytes: 4 << 10,
+            lossless_wait: Duration::ZERO,
+            first_seq: cfg.first_seq,
+        })
+        .unwrap();
+        let (publisher, link) = Publisher::start(producer, PublisherConfig::default()).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = {
-            let (path, producer, stop, h) = (
-                path.to_path_buf(),
-                producer.clone(),
-                stop.clone(),
-                history.clone(),
-            );
+            let (path, stop, h) = (path.to_path_buf(), stop.clone(), history.clone());
             std::thread::spawn(move || {
                 let bound = bind(&path, &Access::default()).unwrap();
                 let config = ServerConfig {
@@ -247,7 +245,7 @@ impl Fake {
                 };
                 let mut server = Server::new(
                     bound.listener.try_clone().unwrap(),
-                    producer,
+                    link,
                     Box::new(Info { h }),
                     config,
                 )
@@ -264,34 +262,52 @@ impl Fake {
         Fake {
             path: path.to_path_buf(),
             history,
-            producer,
+            publisher: Some(publisher),
+            next: Mutex::new(cfg.first_seq),
             stop,
             thread: Some(thread),
         }
     }
 
+    fn publisher(&self) -> &Publisher<FileEvent> {
+        self.publisher
+            .as_ref()
+            .expect("the fake service is running")
+    }
+
+    /// Hands records to the ring's owner and waits until they are committed.
+    fn stream(&self, evs: &[FileEvent]) {
+        let p = self.publisher();
+        for e in evs {
+            p.send(Item::Record {
+                seq: e.seq,
+                value: e.clone(),
+            })
+            .unwrap();
+        }
+        assert!(p.sync(), "the ring's owner is gone");
+    }
+
     /// Publishes `n` records: stored (history, committed at once) and streamed.
     pub fn publish(&self, n: u64, kind: EventKind) -> std::ops::RangeInclusive<u64> {
-        let mut p = self.producer.lock().unwrap();
-        let first = p.next_seq();
+        let mut next = self.next.lock().unwrap();
+        let first = *next;
         let evs: Vec<FileEvent> = (first..first + n).map(|s| event(s, kind)).collect();
         self.store(&evs);
-        for e in &evs {
-            p.stage(e).unwrap();
-        }
-        p.commit().unwrap();
+        self.stream(&evs);
+        *next = first + n;
         first..=first + n - 1
     }
 
     /// Publishes these events (their seqs must follow on) into history and the ring.
     pub fn publish_events(&self, evs: &[FileEvent]) {
-        let mut p = self.producer.lock().unwrap();
-        self.store(evs);
+        let mut next = self.next.lock().unwrap();
         for e in evs {
-            assert_eq!(p.next_seq(), e.seq);
-            p.stage(e).unwrap();
+            assert_eq!(*next, e.seq);
+            *next += 1;
         }
-        p.commit().unwrap();
+        self.store(evs);
+        self.stream(evs);
     }
 
     /// Stores rows in history only (committed).
@@ -305,13 +321,31 @@ impl Fake {
 
     /// Skips seqs in the ring (a ring gap): `next ..= to`.
     pub fn ring_gap(&self, to: u64, reason: GapReason) {
-        let mut p = self.producer.lock().unwrap();
-        p.stage_gap(to, reason.code()).unwrap();
-        p.commit().unwrap();
+        let mut next = self.next.lock().unwrap();
+        let p = self.publisher();
+        p.send(Item::Gap {
+            to,
+            reason: reason.code(),
+        })
+        .unwrap();
+        assert!(p.sync(), "the ring's owner is gone");
+        *next = to + 1;
     }
 
     pub fn next_seq(&self) -> u64 {
-        self.producer.lock().unwrap().next_seq()
+        *self.next.lock().unwrap()
+    }
+
+    /// The ring's committed seq (everything before it is visible to readers).
+    pub fn committed_seq(&self) -> u64 {
+        self.publisher().snapshot().map_or(0, |s| s.committed_seq)
+    }
+
+    /// Readers attached to the ring now.
+    pub fn reader_count(&self) -> usize {
+        self.publisher()
+            .snapshot()
+            .map_or(0, |s| s.readers.iter().filter(|r| !r.departed).count())
     }
 
     /// Shuts down (clients are told), removes the socket.
@@ -324,7 +358,9 @@ impl Fake {
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
         }
-        self.producer.lock().unwrap().close();
+        if let Some(p) = self.publisher.take() {
+            p.finish();
+        }
     }
 }
 

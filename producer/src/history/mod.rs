@@ -38,7 +38,7 @@ pub use error::HistoryError;
 pub use health::{Health, WriterStats};
 pub use query::{HistoryReader, Info, QueryCursor};
 pub use retention::Retention;
-pub use writer::{HistoryWriter, WriterConfig};
+pub use writer::{Cached, HistoryWriter, WriterConfig};
 
 /// Formats an instance id as the 32 lowercase hex digits the database stores.
 pub fn instance_hex(id: u128) -> String {

@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use firehose_transport::control::wire::{HistoryQuery, QueryEnd};
+use firehose_transport::control::wire::{row_len, HistoryQuery, QueryEnd};
 use firehose_transport::record::{EventKind, FileEvent, GapReason};
 use globset::GlobMatcher;
 use rusqlite::types::ValueRef;
@@ -33,6 +33,9 @@ use super::{retention, row, schema};
 
 /// Rows one statement reads.
 pub const SCAN_ROWS: usize = 1000;
+/// Seqs one statement's window spans at most: with a selective kind or time filter a
+/// statement examines at most this many rows, never the whole table.
+pub const SCAN_WINDOW: u64 = 16_384;
 /// Statements one `next_page` call runs at most before it returns (so a selective glob over
 /// a long range does not hold its caller for the whole scan).
 pub const SCANS_PER_CALL: usize = 256;
@@ -166,6 +169,25 @@ impl HistoryReader {
     }
 }
 
+/// Bytes a page may still take.
+#[derive(Debug)]
+struct Budget {
+    used: usize,
+    max: usize,
+}
+
+impl Budget {
+    fn fits(&self, len: usize) -> bool {
+        self.used.saturating_add(len) <= self.max
+    }
+    fn full(&self) -> bool {
+        self.used >= self.max
+    }
+    fn close(&mut self) {
+        self.used = self.max;
+    }
+}
+
 /// An answer being read, page by page. Holds no transaction between calls.
 #[derive(Debug)]
 pub struct QueryCursor<'r> {
@@ -202,6 +224,21 @@ impl QueryCursor<'_> {
         out: &mut Vec<FileEvent>,
         max_rows: usize,
     ) -> Result<Option<QueryEnd>, HistoryError> {
+        self.next_page_within(out, max_rows, usize::MAX)
+    }
+
+    /// As [`next_page`](Self::next_page), and stops before the rows appended would exceed
+    /// `max_bytes` as [`row_len`] counts them (one row is always taken, however long, so an
+    /// answer always moves on).
+    ///
+    /// # Errors
+    /// [`HistoryError::Sqlite`] if a statement fails.
+    pub fn next_page_within(
+        &mut self,
+        out: &mut Vec<FileEvent>,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Option<QueryEnd>, HistoryError> {
         if let Some(end) = self.end {
             self.done = true;
             return Ok(Some(end));
@@ -212,14 +249,18 @@ impl QueryCursor<'_> {
             max_rows.min((self.limit - self.sent) as usize)
         };
         let mut got = 0usize;
+        let mut bytes = Budget {
+            used: 0,
+            max: max_bytes,
+        };
         if !self.reverse && !self.lead_checked && want > 0 {
             self.lead_gap(out, &mut got)?;
         }
         for _ in 0..SCANS_PER_CALL {
-            if got >= want {
+            if got >= want || bytes.full() {
                 break;
             }
-            if self.scan(out, want - got, &mut got)? {
+            if self.scan(out, want - got, &mut got, &mut bytes)? {
                 if self.reverse && !self.lead_checked {
                     if got >= want {
                         // No room in this page: the next call adds it and ends.
@@ -260,25 +301,41 @@ impl QueryCursor<'_> {
         (self.lo, self.hi)
     }
 
-    /// Runs one statement; appends matches (at most `room`); moves the window past the last
-    /// row examined. Returns whether the window is exhausted.
+    /// Runs one statement over at most [`SCAN_WINDOW`] seqs of the window; appends matches
+    /// (at most `room`, and within `bytes`); moves the window past the last row examined.
+    /// Returns whether the window is exhausted.
     fn scan(
         &mut self,
         out: &mut Vec<FileEvent>,
         room: usize,
         got: &mut usize,
+        bytes: &mut Budget,
     ) -> Result<bool, HistoryError> {
         if self.lo > self.hi {
             return Ok(true);
         }
         let start = *got;
+        // This statement's slice of the window.
+        let (lo, hi) = if self.reverse {
+            (
+                self.lo.max(self.hi.saturating_sub(SCAN_WINDOW - 1)),
+                self.hi,
+            )
+        } else {
+            (
+                self.lo,
+                self.hi.min(self.lo.saturating_add(SCAN_WINDOW - 1)),
+            )
+        };
+        // `+time_ns`: never the time index here, whose range could span the whole table;
+        // the seq slice bounds the statement.
         let mut sql = format!(
             "SELECT {} FROM events WHERE seq >= ? AND seq <= ?",
             row::COLUMNS
         );
-        let mut params: Vec<i64> = vec![self.lo as i64, self.hi as i64];
+        let mut params: Vec<i64> = vec![lo as i64, hi as i64];
         if let Some((a, b)) = self.time {
-            sql.push_str(" AND time_ns >= ? AND time_ns <= ?");
+            sql.push_str(" AND +time_ns >= ? AND +time_ns <= ?");
             params.extend([a as i64, b as i64]);
         }
         if self.kinds != 0 {
@@ -292,45 +349,110 @@ impl QueryCursor<'_> {
         });
         params.push(SCAN_ROWS as i64);
         let path = &self.reader.path;
-        let mut st = self.reader.conn.prepare_cached(&sql).ctx(path)?;
-        let mut rows = st
-            .query(rusqlite::params_from_iter(params.iter()))
-            .ctx(path)?;
         let mut n = 0usize;
-        while let Some(r) = rows.next().ctx(path)? {
-            n += 1;
-            let seq = r.get::<_, i64>(0).ctx(path)? as u64;
-            // Keyset: the next statement starts past this row.
-            if self.reverse {
-                if seq == 0 {
-                    self.lo = 1;
-                    self.hi = 0;
-                } else {
-                    self.hi = seq - 1;
+        {
+            let mut st = self.reader.conn.prepare_cached(&sql).ctx(path)?;
+            let mut rows = st
+                .query(rusqlite::params_from_iter(params.iter()))
+                .ctx(path)?;
+            while let Some(r) = rows.next().ctx(path)? {
+                n += 1;
+                let seq = r.get::<_, i64>(0).ctx(path)? as u64;
+                if self.glob_matches(r).ctx(path)? {
+                    let ev = row::from_row(r).ctx(path)?;
+                    let len = row_len(&ev);
+                    if *got > 0 && !bytes.fits(len) {
+                        // No room for it in this page: the next page starts at this row.
+                        bytes.close();
+                        return Ok(false);
+                    }
+                    bytes.used += len;
+                    out.push(ev);
+                    *got += 1;
+                    self.sent += 1;
                 }
-            } else if seq >= MAX_STORED {
-                self.lo = MAX_STORED;
-                self.hi = 0;
-            } else {
-                self.lo = seq + 1;
-            }
-            if !self.glob_matches(r).ctx(path)? {
-                continue;
-            }
-            out.push(row::from_row(r).ctx(path)?);
-            *got += 1;
-            self.sent += 1;
-            if *got - start >= room {
-                // Stopped early: the window resumes after this row.
-                return Ok(self.lo > self.hi);
+                // Keyset: the next statement starts past this row.
+                self.step_past(seq);
+                if *got - start >= room || bytes.full() {
+                    // Stopped early: the window resumes after this row.
+                    return Ok(self.lo > self.hi);
+                }
             }
         }
         if n < SCAN_ROWS {
-            // The statement ran out of rows: the window is exhausted.
-            self.lo = 1;
-            self.hi = 0;
+            // The slice ran out of rows: the window resumes after the slice, at the next
+            // row there is (one index seek over an empty stretch of seqs).
+            if self.reverse {
+                if lo <= self.lo {
+                    self.exhaust();
+                } else {
+                    self.hi = lo - 1;
+                    self.seek_below()?;
+                }
+            } else if hi >= self.hi {
+                self.exhaust();
+            } else {
+                self.lo = hi + 1;
+                self.seek_above()?;
+            }
         }
         Ok(self.lo > self.hi)
+    }
+
+    fn exhaust(&mut self) {
+        self.lo = 1;
+        self.hi = 0;
+    }
+
+    fn step_past(&mut self, seq: u64) {
+        if self.reverse {
+            if seq == 0 {
+                self.exhaust();
+            } else {
+                self.hi = seq - 1;
+            }
+        } else if seq >= MAX_STORED {
+            self.lo = MAX_STORED;
+            self.hi = 0;
+        } else {
+            self.lo = seq + 1;
+        }
+    }
+
+    /// Moves `lo` up to the first row at or above it (or exhausts the window).
+    fn seek_above(&mut self) -> Result<(), HistoryError> {
+        let path = &self.reader.path;
+        let next: Option<i64> = self
+            .reader
+            .conn
+            .prepare_cached("SELECT seq FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")
+            .ctx(path)?
+            .query_row([self.lo as i64], |r| r.get(0))
+            .optional()
+            .ctx(path)?;
+        match next {
+            Some(s) if (s as u64) <= self.hi => self.lo = s as u64,
+            _ => self.exhaust(),
+        }
+        Ok(())
+    }
+
+    /// Moves `hi` down to the last row at or below it (or exhausts the window).
+    fn seek_below(&mut self) -> Result<(), HistoryError> {
+        let path = &self.reader.path;
+        let prev: Option<i64> = self
+            .reader
+            .conn
+            .prepare_cached("SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1")
+            .ctx(path)?
+            .query_row([self.hi as i64], |r| r.get(0))
+            .optional()
+            .ctx(path)?;
+        match prev {
+            Some(s) if (s as u64) >= self.lo => self.hi = s as u64,
+            _ => self.exhaust(),
+        }
+        Ok(())
     }
 
     /// Appends the gap row stored below the range's start that reaches into it, if there is

@@ -87,7 +87,8 @@ pub fn used_bytes(conn: &Connection, path: &Path) -> Result<u64, HistoryError> {
 }
 
 /// Runs retention once: removes what `limits` say must go, oldest first, within
-/// [`RUN_BUDGET`]. Returns how many rows were removed.
+/// [`RUN_BUDGET`]. Returns how many rows were removed. `rows` is the table's row count as
+/// the caller keeps it (no `count(*)` here); it is kept current.
 ///
 /// # Errors
 /// [`HistoryError::Sqlite`]; what was committed before the error stays removed.
@@ -96,6 +97,7 @@ pub fn run(
     path: &Path,
     limits: &Retention,
     now_ns: u64,
+    rows: &mut u64,
 ) -> Result<u64, HistoryError> {
     if !limits.is_active() {
         return Ok(0);
@@ -105,12 +107,6 @@ pub fn run(
         .max_age
         .map(|a| now_ns.saturating_sub(a.as_nanos() as u64));
     let mut removed = 0u64;
-    let mut rows: u64 = if limits.max_rows.is_some() {
-        conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
-            .ctx(path)? as u64
-    } else {
-        0
-    };
     loop {
         let ret = retention_range(conn, path)?;
         let floor = ret.map_or(i64::MIN, |(s, _)| s as i64);
@@ -179,12 +175,12 @@ pub fn run(
                     &row::gap(first, covered, GapReason::Retention, last_time),
                 )
                 .ctx(path)?;
-                rows += 1;
+                *rows += 1;
             }
         }
         tx.commit().ctx(path)?;
         removed += n as u64;
-        rows = rows.saturating_sub(n as u64);
+        *rows = rows.saturating_sub(n as u64);
         if Instant::now() >= deadline {
             break;
         }

@@ -93,6 +93,13 @@ struct Shared {
     store_failed: AtomicU64,
     duplicates: AtomicU64,
     retention_removed: AtomicU64,
+    /// Rows in the database, kept current by the writer (counted once at start), so that
+    /// nobody else ever runs `count(*)` over millions of rows.
+    db_rows: AtomicU64,
+    /// Bytes of pages in use, refreshed at most once a second after commits.
+    db_bytes: AtomicU64,
+    /// The oldest seq history reaches back to, plus one (0: empty or not yet known).
+    oldest_plus1: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -146,6 +153,9 @@ impl HistoryWriter {
             store_failed: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             retention_removed: AtomicU64::new(0),
+            db_rows: AtomicU64::new(0),
+            db_bytes: AtomicU64::new(0),
+            oldest_plus1: AtomicU64::new(0),
         });
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         let (ctl, ctl_rx) = crossbeam_channel::unbounded();
@@ -166,6 +176,11 @@ impl HistoryWriter {
             next_retention: Instant::now(),
             rate_start: Instant::now(),
             rate_rows: 0,
+            since_retention: 0,
+            bytes_due: true,
+            file: FileIdentity::open(path),
+            next_identity_check: Instant::now() + IDENTITY_CHECK,
+            lost_file: false,
         };
         let handle = std::thread::Builder::new()
             .name("history-writer".into())
@@ -256,6 +271,16 @@ impl HistoryWriter {
             store_failed: r(&s.store_failed),
             duplicates: r(&s.duplicates),
             retention_removed: r(&s.retention_removed),
+        }
+    }
+
+    /// Rows, bytes and oldest seq, as the writer keeps them: cheap, no database access.
+    pub fn cached(&self) -> Cached {
+        let s = &self.shared;
+        Cached {
+            rows: s.db_rows.load(Ordering::Relaxed),
+            bytes: s.db_bytes.load(Ordering::Relaxed),
+            oldest: s.oldest_plus1.load(Ordering::Relaxed).checked_sub(1),
         }
     }
 
@@ -365,14 +390,81 @@ struct Thread {
     next_retention: Instant,
     rate_start: Instant,
     rate_rows: u64,
+    /// Rows committed since retention last ran (retention at rest only for `max_age`).
+    since_retention: u64,
+    /// `db_bytes` should be refreshed.
+    bytes_due: bool,
+    /// The database file as opened, to notice it deleted or replaced under us.
+    file: Option<FileIdentity>,
+    next_identity_check: Instant,
+    /// The file at the path is no longer the one being written.
+    lost_file: bool,
+}
+
+/// How often the writer looks whether its database file is still the one at its path (and
+/// how often age-based retention runs at rest).
+const IDENTITY_CHECK: Duration = Duration::from_secs(10);
+
+/// The (device, inode) of the database file when it was opened.
+#[derive(Debug)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn open(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Why the path no longer names this file, if it does not.
+    fn check(&self, path: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => None,
+            Ok(_) => Some(format!(
+                "the history database {} was replaced by another file while the service ran; records go to the old, unlinked file. Restart the service to use the new one",
+                path.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "the history database {} was deleted while the service ran; records go to an unlinked file and are lost at stop. Restart the service to make a new one",
+                path.display()
+            )),
+            Err(_) => None, // cannot tell (permissions changed): say nothing rather than guess
+        }
+    }
+}
+
+/// What the database holds, as the writer keeps it (no query needed to read it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cached {
+    /// Rows (records and gap rows).
+    pub rows: u64,
+    /// Bytes of pages in use.
+    pub bytes: u64,
+    /// The oldest seq history reaches back to (`None`: empty or not yet known).
+    pub oldest: Option<u64>,
 }
 
 impl Thread {
     fn run(&mut self) {
+        self.count_rows();
+        self.refresh_oldest();
+        self.refresh_bytes();
         let mut open = true;
         loop {
             let now = Instant::now();
-            let mut wake = self.next_retention;
+            // At rest the writer sleeps until the identity check (and age-based
+            // retention) is due; retention by rows or bytes only follows commits.
+            let mut wake = self.next_identity_check;
+            if self.since_retention > 0 || self.rate_rows > 0 {
+                wake = wake.min(self.next_retention);
+            }
             if self.degraded_since.is_some() {
                 wake = wake.min(self.next_retry);
             }
@@ -426,7 +518,16 @@ impl Thread {
                     // Whole passes until nothing more must go.
                     let mut r = Ok(0);
                     while let Ok(total) = r {
-                        match retention::run(&mut self.conn, &self.path, &limits, now_ns()) {
+                        let mut rows = self.shared.db_rows.load(Ordering::Relaxed);
+                        let res = retention::run(
+                            &mut self.conn,
+                            &self.path,
+                            &limits,
+                            now_ns(),
+                            &mut rows,
+                        );
+                        self.shared.db_rows.store(rows, Ordering::Relaxed);
+                        match res {
                             Ok(0) => break,
                             Ok(n) => r = Ok(total + n),
                             Err(e) => r = Err(e),
@@ -437,6 +538,8 @@ impl Thread {
                             .retention_removed
                             .fetch_add(n, Ordering::Relaxed);
                     }
+                    self.refresh_oldest();
+                    self.bytes_due = true;
                     let _ = reply.send(r);
                 }
                 None => {}
@@ -507,12 +610,18 @@ impl Thread {
         match result {
             Ok(c) => {
                 self.last_gap = c.last_gap;
+                if self.shared.oldest_plus1.load(Ordering::Relaxed) == 0 {
+                    self.refresh_oldest();
+                }
                 let s = &self.shared;
                 s.rows.fetch_add(c.rows, Ordering::Relaxed);
                 s.gap_rows.fetch_add(c.gaps, Ordering::Relaxed);
                 s.duplicates.fetch_add(c.duplicates, Ordering::Relaxed);
                 s.batches.fetch_add(1, Ordering::Relaxed);
+                s.db_rows.fetch_add(c.rows, Ordering::Relaxed);
                 self.rate_rows += c.rows;
+                self.since_retention += c.rows;
+                self.bytes_due = true;
                 self.failed = RangeSet::default();
                 self.pending_gaps.clear();
                 self.batch.clear();
@@ -631,16 +740,41 @@ impl Thread {
                 .store((self.rate_rows as f64 / secs) as u64, Ordering::Relaxed);
             self.rate_rows = 0;
             self.rate_start = now;
+            if self.bytes_due {
+                self.refresh_bytes();
+            }
         }
         if self.degraded_since.is_some() && now >= self.next_retry {
             // Retry with nothing new queued: store the pending gaps.
             self.store();
         }
-        if now >= self.next_retention {
+        let at_rest_due = now >= self.next_identity_check;
+        if at_rest_due {
+            self.next_identity_check = now + IDENTITY_CHECK;
+            self.check_identity();
+        }
+        let retention_due = now >= self.next_retention
+            && (self.since_retention > 0
+                || (at_rest_due && self.config.retention.max_age.is_some()));
+        if retention_due {
             self.next_retention = now + self.config.retention_interval;
+            self.since_retention = 0;
             if self.degraded_since.is_none() && self.config.retention.is_active() {
-                match retention::run(&mut self.conn, &self.path, &self.config.retention, now_ns()) {
+                let mut rows = self.shared.db_rows.load(Ordering::Relaxed);
+                let res = retention::run(
+                    &mut self.conn,
+                    &self.path,
+                    &self.config.retention,
+                    now_ns(),
+                    &mut rows,
+                );
+                self.shared.db_rows.store(rows, Ordering::Relaxed);
+                match res {
                     Ok(n) => {
+                        if n > 0 {
+                            self.refresh_oldest();
+                            self.bytes_due = true;
+                        }
                         self.shared
                             .retention_removed
                             .fetch_add(n, Ordering::Relaxed);
@@ -650,6 +784,68 @@ impl Thread {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts the rows once (at start; from then on commits and retention keep the count).
+    fn count_rows(&mut self) {
+        match self
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+        {
+            Ok(n) => self.shared.db_rows.store(n as u64, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(db = %self.path.display(), error = %e, "counting history rows")
+            }
+        }
+    }
+
+    fn refresh_oldest(&mut self) {
+        let oldest = retention::boundary(&self.conn, &self.path)
+            .ok()
+            .flatten()
+            .or_else(|| {
+                self.conn
+                    .query_row("SELECT seq FROM events ORDER BY seq LIMIT 1", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .ok()
+                    .map(|v| v as u64)
+            });
+        self.shared
+            .oldest_plus1
+            .store(oldest.map_or(0, |o| o.saturating_add(1)), Ordering::Relaxed);
+    }
+
+    fn refresh_bytes(&mut self) {
+        self.bytes_due = false;
+        if let Ok(b) = retention::used_bytes(&self.conn, &self.path) {
+            self.shared.db_bytes.store(b, Ordering::Relaxed);
+        }
+    }
+
+    /// Notices the database file deleted or replaced under the service: storing is then
+    /// reported degraded (status names the file and what to do), as it is in effect.
+    fn check_identity(&mut self) {
+        let Some(id) = &self.file else { return };
+        match id.check(&self.path) {
+            Some(reason) => {
+                if !self.lost_file {
+                    tracing::error!("{reason}");
+                    self.lost_file = true;
+                }
+                *lock(&self.shared.health) = Health::Degraded {
+                    reason,
+                    since: SystemTime::now(),
+                };
+            }
+            None if self.lost_file => {
+                self.lost_file = false;
+                if self.degraded_since.is_none() {
+                    *lock(&self.shared.health) = Health::Ok;
+                }
+            }
+            None => {}
         }
     }
 }

@@ -1,18 +1,21 @@
 //! What the control socket asks the service beyond the ring: history bounds for the
-//! welcome, history queries (page by page, on read-only connections, concurrent with the
-//! writer), and the service's part of the status report.
+//! welcome, history queries (page by page, on the query workers' own read-only
+//! connections, concurrent with the writer), and the service's part of the status report.
+//!
+//! Everything the control loop calls here reads cached values: the writer keeps the row
+//! count, bytes and oldest seq ([`HistoryWriter::cached`]); no statement runs on the loop.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firehose_transport::control::server::{QueryRows, QueryStep, ServiceInfo};
+use firehose_transport::control::server::{PageBudget, QueryRows, QueryStep, ServiceInfo};
 use firehose_transport::control::wire::{HistoryQuery, QueryEnd, Status};
+use firehose_transport::publisher::PublisherStats;
 use firehose_transport::record::FileEvent;
 
 use super::pipeline::PipelineStats;
-use super::publisher::PubStats;
 use crate::history::{Health, HistoryReader, HistoryWriter};
 use crate::lease::{Lease, LeaseHealth};
 use crate::watch::Watcher;
@@ -26,7 +29,7 @@ const COMMIT_WAIT: Duration = Duration::from_secs(10);
 pub struct Info {
     /// The database.
     pub db: PathBuf,
-    /// The writer (commit progress, health, counters).
+    /// The writer (commit progress, health, counters, cached sizes).
     pub writer: Arc<HistoryWriter>,
     /// The lease (its health).
     pub lease: Arc<Lease>,
@@ -34,51 +37,30 @@ pub struct Info {
     pub watcher: Option<Arc<Watcher>>,
     /// The pipeline's counters and rules.
     pub stats: Arc<PipelineStats>,
-    /// The publisher's counters.
-    pub published: Arc<PubStats>,
-    /// A reader for bounds (opened lazily).
-    pub reader: Option<HistoryReader>,
-}
-
-impl Info {
-    fn reader(&mut self) -> Option<&HistoryReader> {
-        if self.reader.is_none() {
-            self.reader = HistoryReader::open(&self.db).ok();
-        }
-        self.reader.as_ref()
-    }
+    /// The ring owner's counters.
+    pub published: Arc<PublisherStats>,
 }
 
 impl ServiceInfo for Info {
     fn history_bounds(&self) -> (u64, u64) {
-        let oldest = HistoryReader::open(&self.db)
-            .ok()
-            .and_then(|r| r.oldest_seq().ok().flatten())
-            .unwrap_or(0);
+        let oldest = self.writer.cached().oldest.unwrap_or(0);
         (oldest, self.writer.committed_seq())
     }
 
-    fn query(&mut self, q: &HistoryQuery) -> Box<dyn QueryRows> {
-        let oldest = self.reader().and_then(|r| r.oldest_seq().ok().flatten());
-        match HistoryReader::open(&self.db) {
-            Ok(reader) => Box::new(Answer {
-                reader,
-                q: q.clone(),
-                next_lo: q.seq.map_or(0, |(lo, _)| lo),
-                paged: false,
-                sent: 0,
-                oldest,
-                writer: self.writer.clone(),
-                next_seq: self.stats.next_seq.load(Ordering::Relaxed),
-                waiting_since: None,
-            }),
-            Err(e) => {
-                tracing::error!("cannot open the history database for a query: {e}");
-                Box::new(firehose_transport::control::server::NoRows(
-                    QueryEnd::Unavailable,
-                ))
-            }
-        }
+    fn query(&self, q: &HistoryQuery) -> Box<dyn QueryRows> {
+        // Nothing is opened here: the worker that pulls the first page opens the reader.
+        Box::new(Answer {
+            db: self.db.clone(),
+            reader: None,
+            q: q.clone(),
+            next_lo: q.seq.map_or(0, |(lo, _)| lo),
+            paged: false,
+            sent: 0,
+            oldest: self.writer.cached().oldest,
+            writer: self.writer.clone(),
+            next_seq: self.stats.next_seq.load(Ordering::Relaxed),
+            waiting_since: None,
+        })
     }
 
     fn status(&self, st: &mut Status) {
@@ -100,16 +82,18 @@ impl ServiceInfo for Info {
         st.rate_per_min = self.stats.rate_60s.load(Ordering::Relaxed);
         st.next_seq = self.stats.next_seq.load(Ordering::Relaxed);
         let ws = self.writer.stats();
-        let db = HistoryReader::open(&self.db).and_then(|r| r.info()).ok();
-        st.history_rows = db.as_ref().map_or(ws.rows, |i| i.rows);
-        st.history_bytes = db.as_ref().map_or(0, |i| i.bytes);
+        let cached = self.writer.cached();
+        st.history_rows = cached.rows;
+        st.history_bytes = cached.bytes;
         st.history_rows_per_s = ws.rows_per_sec;
         st.storage = "ok".into();
         let c = &mut st.counters;
         c.records = self.stats.records.load(Ordering::Relaxed);
         c.overflows = self.stats.overflows.load(Ordering::Relaxed);
         c.not_stored = ws.store_failed;
-        c.not_streamed = self.published.not_streamed.load(Ordering::Relaxed);
+        let p = &self.published;
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        c.not_streamed = r(&p.refused) + r(&p.failed) + r(&p.dropped_at_finish);
         c.writer_overflowed = ws.overflowed;
         c.retention_removed = ws.retention_removed;
         c.lease_blocked = self.stats.lease_blocked.load(Ordering::Relaxed);
@@ -175,7 +159,9 @@ impl ServiceInfo for Info {
 /// One query being answered, page by page (keyset by seq: each page is a fresh cursor over
 /// what is left of the range, one short read transaction).
 struct Answer {
-    reader: HistoryReader,
+    db: PathBuf,
+    /// Opened by the first pull, on a query worker.
+    reader: Option<HistoryReader>,
     q: HistoryQuery,
     /// The lowest seq not yet scanned.
     next_lo: u64,
@@ -192,7 +178,7 @@ struct Answer {
 }
 
 impl QueryRows for Answer {
-    fn next_rows(&mut self, out: &mut Vec<FileEvent>, max: usize) -> QueryStep {
+    fn next_rows(&mut self, out: &mut Vec<FileEvent>, budget: PageBudget) -> QueryStep {
         // A backfill of a range that is given out but not yet committed waits for it.
         if let Some((_, hi)) = self.q.seq {
             let want = hi.min(self.next_seq.saturating_sub(1));
@@ -215,7 +201,19 @@ impl QueryRows for Answer {
             self.q.limit - self.sent
         };
         let before = out.len();
-        let mut cursor = match self.reader.query(&page, false) {
+        if self.reader.is_none() {
+            match HistoryReader::open(&self.db) {
+                Ok(r) => self.reader = Some(r),
+                Err(e) => {
+                    tracing::error!("cannot open the history database for a query: {e}");
+                    return QueryStep::Done(QueryEnd::Unavailable);
+                }
+            }
+        }
+        let Some(reader) = &self.reader else {
+            return QueryStep::Done(QueryEnd::Unavailable);
+        };
+        let mut cursor = match reader.query(&page, false) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("a history query failed: {e}");
@@ -225,7 +223,7 @@ impl QueryRows for Answer {
         if std::mem::replace(&mut self.paged, true) {
             cursor.skip_lead_gap();
         }
-        let end = match cursor.next_page(out, max) {
+        let end = match cursor.next_page_within(out, budget.rows, budget.bytes) {
             Ok(end) => end,
             Err(e) => {
                 tracing::error!("a history query failed: {e}");

@@ -2,7 +2,7 @@
 //! under a service manager alike.
 //!
 //! Threads: the watcher (its own), the pipeline (filter, seq, coalesce; [`pipeline`]), the
-//! history writer (its own), the ring publisher ([`publisher`]), the lease renewer, the
+//! history writer (its own), the ring's owner (`firehose_transport::publisher`), the lease renewer, the
 //! filter-document watcher, and the control socket loop (this module). SIGTERM and SIGINT
 //! shut down cleanly: the pipeline drains, the ring is closed (readers read to its end),
 //! clients are told why, the database is flushed, the lease is marked clean, the socket
@@ -12,12 +12,12 @@ pub mod config;
 pub mod info;
 pub mod install;
 pub mod pipeline;
-pub mod publisher;
 pub mod synthetic;
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,6 +25,7 @@ use firehose_transport::control::place::{bind, Access};
 use firehose_transport::control::server::{
     raise_fd_limit, Server, ServerConfig, FDS_PER_CONNECTION,
 };
+use firehose_transport::publisher::{Item, Publisher, PublisherConfig};
 use firehose_transport::record::{FileEvent, GapReason};
 use firehose_transport::ring::{Producer, RingConfig};
 
@@ -35,26 +36,43 @@ use crate::history::{schema::companion_files, HistoryWriter, Retention, WriterCo
 use crate::lease::{Lease, LeaseConfig};
 use crate::watch::{WatchConfig, Watcher};
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// The write end of the stop pipe, for the signal handler (-1: none yet).
+static STOP_PIPE: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(_: libc::c_int) {
-    // Relaxed: a flag polled by the main loop; only async-signal-safe work here.
-    STOP.store(true, Ordering::Relaxed);
+    // Relaxed: the fd is stored once, before the handler is installed.
+    let fd = STOP_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the buffer is a valid 1-byte static. A
+        // full pipe (EAGAIN) already holds a stop request, so the result needs no check.
+        unsafe {
+            libc::write(fd, b"x".as_ptr().cast(), 1);
+        }
+    }
 }
 
-fn install_signal_handlers() -> anyhow::Result<()> {
+/// Makes the stop pipe and installs the SIGINT and SIGTERM handlers that write to it.
+/// Returns the read end: the control loop polls it, so the service sleeps with no timeout
+/// at rest and still stops at once.
+fn install_signal_handlers() -> anyhow::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let (read, write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("making the stop pipe")?;
+    // The write end lives as long as the process (the handler may run at any time).
+    let write = std::mem::ManuallyDrop::new(write);
+    STOP_PIPE.store(write.as_raw_fd(), Ordering::Relaxed);
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        // SAFETY: the handler only calls write(2) on a pipe, which is async-signal-safe.
         unsafe { sigaction(sig, &action) }
             .with_context(|| format!("installing a {sig} handler"))?;
     }
-    Ok(())
+    Ok(read)
 }
 
 /// Sets up logging through tracing: `RUST_LOG` if set, else `level`.
@@ -95,7 +113,7 @@ fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
 pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
     init_logging(&args.log_level);
     let cfg = args.resolve()?;
-    install_signal_handlers()?;
+    let stop_pipe = install_signal_handlers()?;
     // Synthetic load is made up under the first --watch root, else under /synthetic, which
     // then counts as a root for the rules (not for the watcher).
     let synthetic_root = cfg
@@ -150,18 +168,27 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
     let bound = bind(&cfg.socket, &access)?;
     let producer = Producer::<FileEvent>::new(RingConfig {
         capacity: cfg.ring_size,
-        lossless_wait: Duration::from_millis(250),
         first_seq,
         ..RingConfig::default()
     })
     .context("making the ring")?;
-    let producer = Arc::new(Mutex::new(producer));
+    let (publisher, link) = Publisher::start(
+        producer,
+        PublisherConfig {
+            hole_reason: GapReason::NotStreamed.code(),
+            ..PublisherConfig::default()
+        },
+    )
+    .context("starting the ring's owner thread")?;
     if let Some((_, to)) = recovery.crash_gap {
-        let mut p = producer.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = p.stage_gap(to, GapReason::Crash.code());
-        let _ = p.commit();
+        let crash = Item::Gap {
+            to,
+            reason: GapReason::Crash.code(),
+        };
+        if publisher.send(crash).is_err() {
+            anyhow::bail!("the ring's owner thread stopped at start");
+        }
     }
-    let publisher = publisher::Publisher::start(producer.clone(), 65_536)?;
     // The watcher: the rules' roots and the --watch roots; never the service's own files.
     let mut roots = rules.roots();
     for r in &cfg.watch {
@@ -205,8 +232,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
         lease: lease.clone(),
         watcher: watcher.clone(),
         stats: stats.clone(),
-        published: publisher.stats.clone(),
-        reader: None,
+        published: publisher.stats().clone(),
     };
     let fd_limit = raise_fd_limit().unwrap_or(1024);
     let server_config = ServerConfig {
@@ -218,10 +244,11 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
     };
     let mut server = Server::new(
         bound.listener.try_clone()?,
-        producer.clone(),
+        link,
         Box::new(info),
         server_config,
     )?;
+    server.stop_when_readable(stop_pipe);
     let mut pipe = pipeline::Pipeline::new(
         rules,
         writer.clone(),
@@ -255,8 +282,10 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
         cfg.ring_size >> 10,
         recovery.next_seq
     );
-    while !STOP.load(Ordering::Relaxed) {
-        if let Err(e) = server.poll_once(Duration::from_millis(100)) {
+    // Nothing here polls: the loop sleeps until a client, the ring's owner, a query worker,
+    // a due timer or the stop pipe has something for it.
+    while !server.stop_requested() {
+        if let Err(e) = server.poll_once(Duration::from_secs(3600)) {
             tracing::error!("the control socket loop failed: {e}");
             break;
         }

@@ -22,14 +22,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver};
 use firehose_transport::record::{EventKind, FileEvent, GapInfo, GapReason};
 
-use super::publisher::{PubItem, Publisher};
 use crate::filters::{Coalescer, Reload, RuleSet, OVERFLOW_RULE_ID};
 use crate::history::HistoryWriter;
 use crate::lease::Lease;
 use crate::watch::{RawEvent, WatchEvent, Watcher};
+use firehose_transport::publisher::{Item, Publisher};
 
 /// How long a `NotStored` range may grow before it is written as a gap row.
 const NOT_STORED_HOLD: Duration = Duration::from_millis(200);
+
+/// How long an event waits for a lease renewal that is under way (a burst faster than one
+/// renewal, a slow disk) before it is given up on. Events given up on are not lost
+/// silently: the next record is preceded by an overflow record.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// Counters and the current rules, shared with the status report.
 #[derive(Debug, Default)]
@@ -40,8 +45,11 @@ pub struct PipelineStats {
     pub records: AtomicU64,
     /// Overflow records.
     pub overflows: AtomicU64,
-    /// Events dropped because the lease could not be renewed (no seq given).
+    /// Events dropped because the lease could not be renewed (no seq given; an overflow
+    /// record follows once seqs can be given again).
     pub lease_blocked: AtomicU64,
+    /// Times an event waited for a lease renewal (and got its seq).
+    pub lease_waits: AtomicU64,
     /// Records per second over the last second and the last minute.
     pub rate_1s: AtomicU64,
     /// Records per second over the last minute.
@@ -67,7 +75,7 @@ pub struct Pipeline {
     /// The history writer.
     pub writer: Arc<HistoryWriter>,
     /// The ring publisher.
-    pub publisher: Publisher,
+    pub publisher: Publisher<FileEvent>,
     /// The seq lease.
     pub lease: Arc<Lease>,
     /// The watcher (roots follow the rules).
@@ -83,6 +91,8 @@ pub struct Pipeline {
     stats: Arc<PipelineStats>,
     window: RateWindow,
     out: Vec<FileEvent>,
+    /// Events given up on since the last record (the lease could not cover them).
+    lost_to_lease: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -161,7 +171,7 @@ impl Pipeline {
     pub fn new(
         rules: RuleSet,
         writer: Arc<HistoryWriter>,
-        publisher: Publisher,
+        publisher: Publisher<FileEvent>,
         lease: Arc<Lease>,
         watcher: Option<Arc<Watcher>>,
         base_roots: Vec<PathBuf>,
@@ -186,6 +196,7 @@ impl Pipeline {
             stats,
             window: RateWindow::new(),
             out: Vec::new(),
+            lost_to_lease: 0,
         }
     }
 
@@ -196,7 +207,7 @@ impl Pipeline {
 
     /// Ends the pipeline, dropping its shares of the writer, lease and watcher, and hands
     /// back the publisher (to finish it).
-    pub fn into_publisher(self) -> Publisher {
+    pub fn into_publisher(self) -> Publisher<FileEvent> {
         self.publisher
     }
 
@@ -406,18 +417,64 @@ impl Pipeline {
         self.emit(ev, store, stream);
     }
 
-    /// Gives `ev` the next seq and sends it where its rule says.
-    fn emit(&mut self, mut ev: FileEvent, store: bool, stream: bool) {
+    /// The next seq, once the lease covers it (waiting up to [`LEASE_WAIT`] for a renewal
+    /// under way). `None`: the lease cannot cover it; the event is counted and an overflow
+    /// record will say so.
+    fn take_seq(&mut self) -> Option<u64> {
         let seq = self.next_seq;
         if !self.lease.grant(seq) {
-            // The lease file cannot be renewed: no seq may be given out past its end.
-            self.stats.lease_blocked.fetch_add(1, Ordering::Relaxed);
-            return;
+            self.stats.lease_waits.fetch_add(1, Ordering::Relaxed);
+            if !self.lease.wait_grant(seq, LEASE_WAIT) {
+                // The lease file cannot be renewed: no seq may be given out past its end.
+                self.stats.lease_blocked.fetch_add(1, Ordering::Relaxed);
+                self.lost_to_lease += 1;
+                return None;
+            }
         }
         self.next_seq += 1;
         self.stats.next_seq.store(self.next_seq, Ordering::Relaxed);
         self.stats.records.fetch_add(1, Ordering::Relaxed);
         self.window.tick(1, &self.stats);
+        Some(seq)
+    }
+
+    /// Gives `ev` the next seq and sends it where its rule says. If events were given up on
+    /// since the last record, an overflow record for every root goes first: a reader
+    /// replaying history knows its view may differ from the disk from there on.
+    fn emit(&mut self, ev: FileEvent, store: bool, stream: bool) {
+        if self.lost_to_lease > 0 && ev.kind != EventKind::Overflow {
+            let lost = self.lost_to_lease;
+            let Some(seq) = self.take_seq() else {
+                self.lost_to_lease += 1;
+                return;
+            };
+            tracing::warn!(
+                "{lost} events were lost while the seq lease could not be renewed; recorded as an overflow at seq {seq}"
+            );
+            self.lost_to_lease = 0;
+            self.stats.overflows.fetch_add(1, Ordering::Relaxed);
+            let overflow = FileEvent {
+                seq,
+                time_ns: now_ns(),
+                kind: EventKind::Overflow,
+                path: Vec::new(),
+                path_to: None,
+                rule: OVERFLOW_RULE_ID,
+                size: None,
+                gap: None,
+            };
+            self.route(overflow, seq, true, true);
+        }
+        let Some(seq) = self.take_seq() else {
+            return;
+        };
+        if ev.kind == EventKind::Overflow {
+            self.lost_to_lease = 0; // this overflow record covers them
+        }
+        self.route(ev, seq, store, stream);
+    }
+
+    fn route(&mut self, mut ev: FileEvent, seq: u64, store: bool, stream: bool) {
         ev.seq = seq;
         if store {
             self.flush_not_stored();
@@ -433,16 +490,23 @@ impl Pipeline {
         match (store, stream) {
             (true, true) => {
                 self.writer.submit(ev.clone());
-                self.publisher.offer(PubItem::Record(ev));
+                self.offer(seq, ev);
             }
             (true, false) => {
                 self.writer.submit(ev);
             }
             (false, true) => {
-                self.publisher.offer(PubItem::Record(ev));
+                self.offer(seq, ev);
             }
             (false, false) => {}
         }
+    }
+
+    /// Queues a record for the ring without waiting; a full queue leaves a hole, which the
+    /// publisher stages as a `NotStreamed` gap (and counts).
+    fn offer(&self, seq: u64, value: FileEvent) {
+        // Err: counted by the publisher (`refused`), or it is gone (shutting down).
+        let _refused = self.publisher.offer(Item::Record { seq, value });
     }
 
     fn flush_not_stored(&mut self) {

@@ -22,7 +22,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::geteuid;
 
 use super::place::{self, Access, MAX_SOCKET_PATH};
@@ -52,12 +51,8 @@ pub struct PeerCred {
 /// assert_eq!(peer_cred(a.as_fd()).unwrap().pid, std::process::id());
 /// ```
 pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
-    let cred = getsockopt(&fd, sockopt::PeerCredentials)?;
-    Ok(PeerCred {
-        pid: u32::try_from(cred.pid()).unwrap_or(0),
-        uid: cred.uid(),
-        gid: cred.gid(),
-    })
+    let (pid, uid, gid) = crate::sys::creds::peer_ids(fd)?;
+    Ok(PeerCred { pid, uid, gid })
 }
 
 /// Whether the service lets `peer` in: its uid is the service's or root's or on
@@ -93,7 +88,7 @@ fn supplementary_groups(peer: &PeerCred) -> Option<Vec<u32>> {
     if peer.pid == 0 {
         return None;
     }
-    let text = std::fs::read_to_string(format!("/proc/{}/status", peer.pid)).ok()?;
+    let text = crate::sys::procfs::status_text(peer.pid)?;
     let status = ProcStatus::parse(&text)?;
     (status.euid == peer.uid).then_some(status.groups)
 }

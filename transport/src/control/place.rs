@@ -51,8 +51,6 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, OpenOp
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::unistd::geteuid;
 
@@ -280,7 +278,7 @@ pub struct BoundSocket {
     /// Where it is bound.
     pub path: PathBuf,
     /// The lock file, holding the flock as long as we live.
-    lock: Flock<File>,
+    lock: crate::sys::lock::Locked,
     lock_path: PathBuf,
     /// The socket file's (device, inode), to tell it from a replacement.
     socket_id: (u64, u64),
@@ -495,7 +493,7 @@ fn check_searchable(dir: &Path, access: &Access) -> Result<(), PlaceError> {
 }
 
 /// Takes the lock beside the socket, or says who holds it.
-fn take_lock(path: &Path, lock_path: &Path) -> Result<Flock<File>, PlaceError> {
+fn take_lock(path: &Path, lock_path: &Path) -> Result<crate::sys::lock::Locked, PlaceError> {
     // Only our own uid (or root) can make the lock file churn (see `try_lock`), so a few
     // tries suffice.
     for _ in 0..8 {
@@ -530,7 +528,7 @@ fn take_lock(path: &Path, lock_path: &Path) -> Result<Flock<File>, PlaceError> {
 #[derive(Debug)]
 enum Attempt {
     /// The path is ours.
-    Locked(Flock<File>),
+    Locked(crate::sys::lock::Locked),
     /// A live service holds it; the pid it wrote, if any.
     Held(Option<u32>),
     /// We locked a file that `lock_path` no longer names: open it again.
@@ -541,8 +539,9 @@ enum Attempt {
 /// while still holding the lock; if we opened the file before that and lock it after, we
 /// hold a lock nobody else sees. So the path must still name the file we locked.
 fn try_lock(file: File, lock_path: &Path) -> Result<Attempt, PlaceError> {
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => {
+    use crate::sys::lock::{try_exclusive, TryLock};
+    match try_exclusive(file).map_err(io_err(lock_path, "locking"))? {
+        TryLock::Locked(lock) => {
             let meta = lock
                 .metadata()
                 .map_err(io_err(lock_path, "inspecting lock file"))?;
@@ -552,8 +551,7 @@ fn try_lock(file: File, lock_path: &Path) -> Result<Attempt, PlaceError> {
                 Ok(Attempt::Replaced)
             }
         }
-        Err((file, Errno::EWOULDBLOCK)) => Ok(Attempt::Held(read_pid(&file))),
-        Err((_, errno)) => Err(io_err(lock_path, "locking")(errno.into())),
+        TryLock::Held(file) => Ok(Attempt::Held(read_pid(&file))),
     }
 }
 

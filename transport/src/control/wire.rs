@@ -22,7 +22,7 @@ use crate::record::{EventKind, FileEvent, GapInfo, GapReason};
 use crate::ring::Policy;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The largest frame body either side accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Bytes before a frame's body.
@@ -142,8 +142,13 @@ impl Codec for Vec<u8> {
 
 impl Codec for String {
     fn encode<B: BufMut>(&self, out: &mut B) {
+        // Cut at a character boundary: a cut inside one would not decode as UTF-8.
         let b = self.as_bytes();
-        let b = &b[..b.len().min(MAX_STRING)];
+        let mut n = b.len().min(MAX_STRING);
+        while !self.is_char_boundary(n) {
+            n -= 1;
+        }
+        let b = &b[..n];
         out.put_u32_le(b.len() as u32);
         out.put_slice(b);
     }
@@ -462,11 +467,63 @@ pub struct Status {
     pub storage: String,
     /// What was lost or held back, and where.
     pub counters: StatusCounters,
+    /// How many readers are connected (`readers` lists at most [`Status::READERS_LISTED`]
+    /// of them, the ones furthest behind first, when there are more).
+    pub readers_total: u64,
 }
 
 impl Status {
     /// At most this many unwatched directories are listed.
     pub const UNWATCHED_LISTED: usize = 64;
+    /// At most this many readers are listed.
+    pub const READERS_LISTED: usize = 512;
+    /// A reader's name is listed up to this many bytes.
+    pub const NAME_LISTED: usize = 128;
+    /// Roots (and roots gone) are listed up to this many.
+    pub const ROOTS_LISTED: usize = 256;
+
+    /// Trims the lists so that the encoded status stays under [`MAX_MESSAGE`] however many
+    /// readers with whatever names are connected: names are cut to [`Status::NAME_LISTED`]
+    /// bytes, readers to [`Status::READERS_LISTED`] (the furthest behind kept;
+    /// `readers_total` keeps the count), roots to [`Status::ROOTS_LISTED`].
+    pub fn fit(&mut self) {
+        self.readers_total = self.readers_total.max(self.readers.len() as u64);
+        for r in &mut self.readers {
+            if r.name.len() > Self::NAME_LISTED {
+                let mut n = Self::NAME_LISTED;
+                while !r.name.is_char_boundary(n) {
+                    n -= 1;
+                }
+                r.name.truncate(n);
+            }
+        }
+        if self.readers.len() > Self::READERS_LISTED {
+            self.readers.sort_by_key(|r| std::cmp::Reverse(r.lag_bytes));
+            self.readers.truncate(Self::READERS_LISTED);
+        }
+        self.roots.truncate(Self::ROOTS_LISTED);
+        self.roots_gone.truncate(Self::ROOTS_LISTED);
+        self.unwatched.truncate(Self::UNWATCHED_LISTED);
+        // Every list is now bounded: at most (512 readers x ~170 B) + (2 x 256 + 64 paths
+        // x 4 KiB) + 3 strings x 4 KiB, about 2.5 MiB in the worst case, so cut paths too
+        // while it is over (each string is encoded at most MAX_STRING bytes).
+        let mut room = MAX_MESSAGE - 4096;
+        let fixed = 512 + 3 * MAX_STRING + self.readers.len() * (64 + Self::NAME_LISTED);
+        room = room.saturating_sub(fixed);
+        let lists: [&mut Vec<String>; 3] =
+            [&mut self.roots, &mut self.roots_gone, &mut self.unwatched];
+        for list in lists {
+            let mut used = 0;
+            let keep = list
+                .iter()
+                .take_while(|p| {
+                    used += 4 + p.len().min(MAX_STRING);
+                    used <= room / 3
+                })
+                .count();
+            list.truncate(keep);
+        }
+    }
 }
 
 /// The service's counters since it started: nothing is dropped without one of these
@@ -620,6 +677,54 @@ fn encode_event<B: BufMut>(e: &FileEvent, out: &mut B) {
             out.put_u8(g.reason as u8);
         }
     }
+}
+
+/// The encoded size of one row in a `Rows` message (what [`ServerMsg::Rows`] adds per row).
+pub fn row_len(e: &FileEvent) -> usize {
+    8 + 8
+        + 1
+        + 4
+        + e.path.len()
+        + 1
+        + e.path_to.as_ref().map_or(0, |p| 4 + p.len())
+        + 4
+        + 1
+        + e.size.map_or(0, |_| 8)
+        + 1
+        + e.gap.map_or(0, |_| 9)
+}
+
+/// Bytes of rows one `Rows` message may carry: its body stays under [`MAX_MESSAGE`].
+pub const ROWS_BYTES: usize = MAX_MESSAGE - 64;
+
+/// Cuts `rows` into `Rows` messages for query `id`, each under [`MAX_MESSAGE`] and
+/// [`MAX_ROWS`]. A row that could never fit one message (over [`ROWS_BYTES`] on its own) is
+/// left out and counted in the second value.
+pub fn rows_messages(id: u64, rows: Vec<FileEvent>) -> (Vec<ServerMsg>, usize) {
+    let mut msgs = Vec::new();
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    let mut oversized = 0;
+    for r in rows {
+        let n = row_len(&r);
+        if n > ROWS_BYTES {
+            oversized += 1;
+            continue;
+        }
+        if !page.is_empty() && (bytes + n > ROWS_BYTES || page.len() >= MAX_ROWS) {
+            msgs.push(ServerMsg::Rows {
+                id,
+                rows: std::mem::take(&mut page),
+            });
+            bytes = 0;
+        }
+        bytes += n;
+        page.push(r);
+    }
+    if !page.is_empty() {
+        msgs.push(ServerMsg::Rows { id, rows: page });
+    }
+    (msgs, oversized)
 }
 
 fn kind_from(k: u8) -> Result<EventKind, DecodeError> {
@@ -838,6 +943,7 @@ impl Codec for ServerMsg {
                 s.history_rows_per_s.encode(out);
                 s.storage.encode(out);
                 s.counters.encode(out);
+                s.readers_total.encode(out);
             }
             ServerMsg::Bye { reason } => {
                 out.put_u16_le(T_BYE);
@@ -937,6 +1043,7 @@ impl Codec for ServerMsg {
                 history_rows_per_s: u64::decode(buf)?,
                 storage: String::decode(buf)?,
                 counters: StatusCounters::decode(buf)?,
+                readers_total: u64::decode(buf)?,
             })),
             T_BYE => ServerMsg::Bye {
                 reason: DisconnectReason::decode(buf)?,

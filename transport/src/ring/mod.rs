@@ -20,7 +20,7 @@ pub(crate) mod wake;
 
 pub use error::{AccessError, CorruptKind, PublishError, ReadError, SegmentError};
 pub use memory::{Segment, MIN_CAPACITY};
-pub use producer::{Encode, Producer, ReaderFds, ReaderId, RingConfig};
+pub use producer::{Encode, Producer, ReaderFds, ReaderId, ReaderProgress, RingConfig, Rotation};
 pub use reader::{Batch, BatchIter, Event, Policy, Reader, RecordRef};
 
 #[cfg(all(test, firehose_loom))]

@@ -117,6 +117,22 @@ struct Slot {
     departed: bool,
 }
 
+/// One attached reader as the producer sees it ([`Producer::readers_progress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReaderProgress {
+    /// The reader.
+    pub id: ReaderId,
+    /// Its policy.
+    pub policy: Policy,
+    /// A lossless reader that was removed but is still honoured until a rotation leaves it
+    /// behind.
+    pub departed: bool,
+    /// Its released position (what its cursor page says, clamped to the current segment).
+    pub released: u64,
+    /// Bytes between its released position and the write cursor.
+    pub lag: u64,
+}
+
 /// A move to a new segment, as [`Producer::take_rotations`] reports it.
 #[derive(Debug)]
 pub struct Rotation {
@@ -862,16 +878,30 @@ impl<T: Archive> Producer<T> {
 
     /// Every attached reader (departed lossless ones included) with its policy, released
     /// position (clamped) and lag behind the write cursor in bytes, in one pass.
-    pub fn readers_progress(&self) -> Vec<(ReaderId, Policy, u64, u64)> {
+    pub fn readers_progress(&self) -> Vec<ReaderProgress> {
         self.readers
             .iter()
             .map(|slot| {
                 // Acquire: as in `refresh_min_released`; this is only a report.
                 let raw = slot.cursor.page().released.0.load(Ordering::Acquire);
                 let r = raw.clamp(self.seg.base_pos(), self.w);
-                (slot.id, slot.policy, r, self.w - r)
+                ReaderProgress {
+                    id: slot.id,
+                    policy: slot.policy,
+                    departed: slot.departed,
+                    released: r,
+                    lag: self.w - r,
+                }
             })
             .collect()
+    }
+
+    /// How long [`commit`](Self::commit) (and a `stage` that commits) may wait for a
+    /// lossless reader to make room before it returns [`PublishError::Backpressure`]. A
+    /// thread that owns the producer and also serves requests keeps this short, and does
+    /// its longer waiting where it can also answer them.
+    pub fn set_lossless_wait(&mut self, wait: Duration) {
+        self.config.lossless_wait = wait;
     }
 
     /// The policy of an attached reader.

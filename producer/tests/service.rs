@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firehose_transport::control::client::{Client, ConnectOptions};
-use firehose_transport::control::wire::{HistoryQuery, QueryEnd, Status};
+use firehose_transport::control::wire::{DisconnectReason, HistoryQuery, QueryEnd, Status};
 use firehose_transport::record::{EventKind, FileEvent, GapReason};
 use firehose_transport::ring::{Event, Policy};
 
@@ -627,5 +627,97 @@ fn a_query_paged_across_a_gap_row_sends_it_once() {
         let want: Vec<u64> = (from.min(1024)..=1024).chain(1101..=1200).collect();
         assert_eq!(seqs, want, "from {from}");
     }
+    svc.stop();
+}
+
+#[test]
+fn a_stalled_lossless_reader_freezes_neither_status_nor_the_other_readers_and_is_cut_off() {
+    let s = Scratch::new("stall");
+    let svc = Svc::start(&s, &s.p("state/h.db"), &["--synthetic", "50000"]);
+    // Connects losslessly and never reads: it holds the ring back from the first record.
+    let mut staller: Client<FileEvent> = Client::connect(
+        &svc.sock,
+        &ConnectOptions {
+            name: "staller".into(),
+            policy: Policy::Lossless,
+            ..ConnectOptions::default()
+        },
+    )
+    .expect("connect lossless");
+    let mut other = svc.client();
+    let mut c = svc.client();
+    // While it stalls (a 4 MiB ring fills in well under a second at 50k/s), status is
+    // answered and the lagging reader keeps receiving.
+    let t = Instant::now();
+    let mut records = 0u64;
+    while t.elapsed() < Duration::from_secs(2) {
+        let st = status(&mut c);
+        assert!(st.next_seq > 0);
+        for e in &other
+            .recv_timeout(4096, Duration::from_millis(20))
+            .expect("the other reader")
+        {
+            if matches!(e, Event::Record(_)) {
+                records += 1;
+            }
+        }
+    }
+    assert!(
+        records > 1000,
+        "the other reader received only {records} records"
+    );
+    // The stalled reader is cut off within its budget (3 s of no progress), with the reason.
+    wait_for("the staller to be cut off", Duration::from_secs(30), || {
+        status(&mut c).counters.cut_off >= 1
+    });
+    let err = loop {
+        match staller.recv(4096) {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        err.disconnect_reason(),
+        Some(DisconnectReason::TooSlow),
+        "{err}"
+    );
+    // Streaming goes on for the others, and SIGTERM still stops the service cleanly.
+    let before = status(&mut c).next_seq;
+    wait_for("records after the cut", Duration::from_secs(30), || {
+        status(&mut c).next_seq > before + 10_000
+    });
+    drop((staller, other, c));
+    svc.stop();
+}
+
+#[test]
+fn four_kib_paths_are_paged_under_the_frame_limit() {
+    let s = Scratch::new("long-paths");
+    let svc = Svc::start(
+        &s,
+        &s.p("state/h.db"),
+        &["--synthetic", "20000", "--synthetic-path-len", "4000"],
+    );
+    let mut c = svc.client();
+    wait_for(
+        "3,000 long-path records stored",
+        Duration::from_secs(60),
+        || status(&mut c).history_rows > 3_000,
+    );
+    // 3,000 rows of 4 KiB are 12 MiB: many pages, each under the message cap.
+    let (rows, end) = c
+        .query(HistoryQuery {
+            id: 3,
+            seq: Some((1, 3_000)),
+            ..HistoryQuery::default()
+        })
+        .expect("a query over 4 KiB paths");
+    assert_eq!(end, QueryEnd::Complete);
+    assert_eq!(rows.len(), 3_000);
+    assert!(rows.iter().all(|r| r.path.len() >= 3_900), "long paths");
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=3_000).collect::<Vec<_>>()
+    );
     svc.stop();
 }

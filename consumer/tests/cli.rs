@@ -398,3 +398,63 @@ fn tail_backfill_bridges_a_service_restart() {
     );
     assert_eq!(wait(child).code(), Some(0));
 }
+
+#[test]
+fn control_characters_in_names_never_reach_the_terminal_raw() {
+    let (_dir, path) = socket_dir();
+    let fake = Fake::start(&path, history(), Config::default());
+    let hostile: [&[u8]; 4] = [
+        b"/w/nl\nforged 99 create /etc/passwd",
+        b"/w/esc\x1b[2J\x1b]0;title\x07",
+        "/w/c1\u{9b}31m".as_bytes(),
+        b"/w/del\x7f\rcr",
+    ];
+    let evs: Vec<FileEvent> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut e = event(i as u64 + 1, EventKind::Create);
+            e.path = p.to_vec();
+            e
+        })
+        .collect();
+    fake.publish_events(&evs);
+    let clean = |out: &str| {
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "a control character reached the output: {out:?}"
+        );
+        assert_eq!(out.lines().count(), 4, "one line per record: {out:?}");
+    };
+    for args in [
+        &["tail", "--from-seq", "1", "--count", "4"][..],
+        &["tail", "--json", "--from-seq", "1", "--count", "4"][..],
+        &["query", "--since-seq", "1", "--until-seq", "4"][..],
+    ] {
+        let mut cmd = firehose(&path);
+        cmd.args(args);
+        let (code, out, err) = output(cmd);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        clean(&out);
+        // JSON writes each backslash of the escape as `\\`.
+        let out = out.replace("\\\\", "\\");
+        assert!(out.contains("nl\\x0aforged"), "{out}");
+        assert!(out.contains("esc\\x1b[2J\\x1b]0;title\\x07"), "{out}");
+        assert!(out.contains("c1\\xc2\\x9b31m"), "{out}");
+    }
+    // A reader's self-chosen name is shown escaped by status too.
+    let _named = firehose_consumer::Client::<FileEvent>::connect(
+        &path,
+        &firehose_consumer::ConnectOptions {
+            name: "evil\n\x1b[31mname".into(),
+            ..firehose_consumer::ConnectOptions::default()
+        },
+    )
+    .unwrap();
+    let mut cmd = firehose(&path);
+    cmd.arg("status");
+    let (code, out, err) = output(cmd);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    assert!(out.contains("evil\\x0a\\x1b[31mname"), "{out}");
+}

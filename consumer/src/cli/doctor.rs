@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use firehose_consumer::{
-    Client, ClientError, ConnectError, ConnectOptions, DisconnectReason, FileEvent, Policy, Status,
+    escape_path, Client, ClientError, ConnectError, ConnectOptions, DisconnectReason, FileEvent,
+    Policy, Status,
 };
 
 use super::{code, Cli};
@@ -32,11 +33,11 @@ struct Report {
 impl Report {
     fn say(&mut self, label: &str, f: Finding) {
         match f {
-            Finding::Ok(s) => println!("ok    {label:<16} {s}"),
-            Finding::Info(s) => println!("      {label:<16} {s}"),
+            Finding::Ok(s) => println!("ok    {label:<16} {}", escape_path(s.as_bytes())),
+            Finding::Info(s) => println!("      {label:<16} {}", escape_path(s.as_bytes())),
             Finding::Problem { what, todo } => {
                 self.problems += 1;
-                println!("FAIL  {label:<16} {what}");
+                println!("FAIL  {label:<16} {}", escape_path(what.as_bytes()));
                 println!("      {:<16} -> {todo}", "");
             }
         }

@@ -2,7 +2,9 @@
 //! (aligned `label  value` lines) or as JSON. Each field is one entry in `fields`, so a
 //! field the service adds to `Status` is one line here.
 
-use firehose_consumer::{Client, ConnectOptions, FileEvent, Policy, Status, StatusCounters};
+use firehose_consumer::{
+    escape_path, Client, ConnectOptions, FileEvent, Policy, Status, StatusCounters,
+};
 use serde_json::{json, Value};
 
 use super::{code, Cli};
@@ -214,7 +216,8 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
     }
     let width = fields.iter().map(|f| f.0.len()).max().unwrap_or(0);
     for (label, text, _, _) in fields.iter().filter(|f| !f.0.is_empty()) {
-        println!("{label:<width$}  {text}");
+        // Roots, unwatched paths and messages carry file names: no raw control characters.
+        println!("{label:<width$}  {}", escape_path(text.as_bytes()));
     }
     println!("{:<width$}  {}", "readers", s.readers.len());
     if !s.readers.is_empty() {
@@ -230,7 +233,8 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
                 r.uid,
                 policy(r.policy),
                 kib(r.lag_bytes),
-                r.name
+                // A reader names itself: it must not forge lines or send escapes.
+                escape_path(r.name.as_bytes())
             );
         }
     }

@@ -53,3 +53,25 @@ pub(crate) fn test_row(seq: u64, kind: EventKind, path: &str) -> Row {
         size: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newline_or_escape_in_a_name_is_shown_as_its_code() {
+        let e = FileEvent {
+            seq: 1,
+            time_ns: 0,
+            kind: EventKind::Rename,
+            path: b"/w/nl\nname".to_vec(),
+            path_to: Some(b"/w/\x1b[2Jx".to_vec()),
+            rule: 0,
+            size: None,
+            gap: None,
+        };
+        let r = Row::from_event(&e);
+        assert_eq!(&*r.path, "/w/nl\\x0aname");
+        assert_eq!(r.to.as_deref(), Some("/w/\\x1b[2Jx"));
+    }
+}

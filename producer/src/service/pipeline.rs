@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver};
 use firehose_transport::record::{EventKind, FileEvent, GapInfo, GapReason};
 
-use crate::filters::{Coalescer, Reload, RuleSet, OVERFLOW_RULE_ID};
+use crate::filters::{Coalescer, Match, Reload, RuleSet, OVERFLOW_RULE_ID};
 use crate::history::HistoryWriter;
 use crate::lease::Lease;
 use crate::watch::{RawEvent, WatchEvent, Watcher};
@@ -384,15 +384,16 @@ impl Pipeline {
     pub fn on_event(&mut self, raw: RawEvent) {
         self.stats.seen.fetch_add(1, Ordering::Relaxed);
         let path = raw.path.into_os_string().into_vec();
-        let Some(m) = self.rules.matches(&path, raw.kind) else {
+        let path_to = raw.path_to.map(|p| p.into_os_string().into_vec());
+        let Some((kind, path, path_to, m)) = self.classify(raw.kind, path, path_to) else {
             return;
         };
         let ev = FileEvent {
             seq: 0,
             time_ns: raw.time_ns,
-            kind: raw.kind,
+            kind,
             path,
-            path_to: raw.path_to.map(|p| p.into_os_string().into_vec()),
+            path_to,
             rule: m.rule,
             size: raw.size,
             gap: None,
@@ -409,6 +410,42 @@ impl Pipeline {
                 self.emit_coalesced(ev);
             }
             self.out = out;
+        }
+    }
+
+    /// Which rule takes an event, and as what. A rename is matched on both of its paths:
+    /// an atomic save (`notes.md.tmp` renamed to `notes.md` under `include = ["*.md"]`)
+    /// enters the filtered set, so it is recorded as a create of the new path; a rename
+    /// out of the set is recorded as a remove of the old path. Replaying the filtered
+    /// history then still gives the filtered tree.
+    fn classify(
+        &self,
+        kind: EventKind,
+        path: Vec<u8>,
+        path_to: Option<Vec<u8>>,
+    ) -> Option<(EventKind, Vec<u8>, Option<Vec<u8>>, Match)> {
+        let to = match (kind, path_to) {
+            (EventKind::Rename, Some(to)) => to,
+            (kind, path_to) => {
+                let m = self.rules.matches(&path, kind)?;
+                return Some((kind, path, path_to, m));
+            }
+        };
+        let old = self.rules.matches(&path, EventKind::Rename);
+        let new = self.rules.matches(&to, EventKind::Rename);
+        match (old, new) {
+            (Some(m), Some(_)) => Some((EventKind::Rename, path, Some(to), m)),
+            (Some(m), None) => Some((EventKind::Remove, path, None, m)),
+            (None, Some(m)) => Some((EventKind::Create, to, None, m)),
+            // Rules that take creates or removes but not renames.
+            (None, None) => {
+                if let Some(m) = self.rules.matches(&to, EventKind::Create) {
+                    Some((EventKind::Create, to, None, m))
+                } else {
+                    let m = self.rules.matches(&path, EventKind::Remove)?;
+                    Some((EventKind::Remove, path, None, m))
+                }
+            }
         }
     }
 

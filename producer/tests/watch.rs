@@ -556,3 +556,144 @@ fn agrees_with_inotifywait() {
     assert_eq!(ours, theirs);
     assert_eq!(ours.len(), 100 + 50 + 1);
 }
+
+/// Replays events onto a set of paths: create adds, remove drops the subtree, rename moves
+/// it; overflows and the rest change nothing.
+fn replay(events: &[WatchEvent]) -> BTreeSet<PathBuf> {
+    let mut tree: BTreeSet<PathBuf> = BTreeSet::new();
+    for ev in events {
+        let WatchEvent::Event(e) = ev else { continue };
+        match e.kind {
+            EventKind::Create => {
+                tree.insert(e.path.clone());
+            }
+            EventKind::Remove => tree.retain(|p| !p.starts_with(&e.path)),
+            EventKind::Rename => {
+                let to = e.path_to.clone().unwrap();
+                let moved: Vec<PathBuf> = tree
+                    .iter()
+                    .filter(|p| p.starts_with(&e.path))
+                    .cloned()
+                    .collect();
+                tree.retain(|p| !p.starts_with(&e.path) && !p.starts_with(&to));
+                for p in moved {
+                    tree.insert(to.join(p.strip_prefix(&e.path).unwrap()));
+                }
+            }
+            _ => {}
+        }
+    }
+    tree
+}
+
+/// Every path below `root` on disk (sentinels left out).
+fn on_disk(root: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if is_sentinel(&p) {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.insert(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn directories_filled_and_renamed_at_once_replay_to_the_tree_on_disk() {
+    // What cargo does with target/, npm and atomic installs: make a directory, fill it,
+    // rename it at once. The watcher often reads the directory's creation after the rename.
+    let mut r = rig();
+    let mut events = Vec::new();
+    for round in 0..3 {
+        for i in 0..200 {
+            let tmp = r.p(&format!("tmp{round}-{i}"));
+            fs::create_dir(&tmp).unwrap();
+            fs::write(tmp.join("a"), b"a").unwrap();
+            fs::write(tmp.join("b"), b"b").unwrap();
+            fs::create_dir(tmp.join("sub")).unwrap();
+            fs::write(tmp.join("sub/c"), b"c").unwrap();
+            fs::rename(&tmp, r.p(&format!("final{round}-{i}"))).unwrap();
+        }
+        events.extend(r.settle());
+        let want = on_disk(&r.root);
+        let got = replay(&events);
+        let missing: Vec<_> = want.difference(&got).collect();
+        let extra: Vec<_> = got.difference(&want).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "round {round}: {} missing (e.g. {:?}), {} extra (e.g. {:?})",
+            missing.len(),
+            missing.first(),
+            extra.len(),
+            extra.first()
+        );
+    }
+    // And everything that arrived is watched: a write deep inside is seen.
+    fs::write(r.p("final2-199/sub/d"), b"d").unwrap();
+    let got = r.settle_text();
+    assert!(
+        got.contains(&"create final2-199/sub/d".to_string()),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_root_symlink_pointed_elsewhere_is_noticed_and_what_is_there_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    fs::create_dir_all(base.join("a")).unwrap();
+    fs::create_dir_all(base.join("b/sub")).unwrap();
+    fs::write(base.join("b/sub/f"), b"f").unwrap();
+    let link = base.join("root");
+    std::os::unix::fs::symlink(base.join("a"), &link).unwrap();
+    let mut cfg = WatchConfig::new(vec![link.clone()]);
+    cfg.identity_check = Duration::from_millis(200);
+    let (watcher, rx) = Watcher::start(cfg).unwrap();
+    // Re-point the root: no inotify event says so.
+    let tmp = base.join("root.new");
+    std::os::unix::fs::symlink(base.join("b"), &tmp).unwrap();
+    fs::rename(&tmp, &link).unwrap();
+    let mut got = Vec::new();
+    let end = Instant::now() + DEADLINE;
+    while !got
+        .iter()
+        .any(|e| matches!(e, WatchEvent::Event(e) if e.path == link.join("sub/f")))
+    {
+        let left = end.saturating_duration_since(Instant::now());
+        got.push(
+            rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("watchdog: the re-pointed root was not noticed: {got:#?}")
+            }),
+        );
+    }
+    assert_eq!(
+        got[0],
+        WatchEvent::Overflow {
+            root: Some(link.clone()),
+            reason: OverflowReason::RootReplaced
+        }
+    );
+    assert!(got
+        .iter()
+        .any(|e| matches!(e, WatchEvent::Event(e) if e.path == link.join("sub") && e.kind == EventKind::Create)));
+    // The new directory is the one watched now.
+    fs::write(base.join("b/sub/g"), b"g").unwrap();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let ev = rx
+            .recv_timeout(left)
+            .expect("watchdog: no event from the new directory");
+        if matches!(&ev, WatchEvent::Event(e) if e.path == link.join("sub/g")) {
+            break;
+        }
+    }
+    drop(watcher);
+}

@@ -211,3 +211,54 @@ fn the_watch_limit_keeps_what_it_can_and_says_how_to_raise_it() {
         created(e, &last.join("y"))
     });
 }
+
+#[test]
+fn raising_the_watch_limit_is_enough_and_what_changed_meanwhile_is_rescanned() {
+    if skip_unless_root("watch limit") {
+        return;
+    }
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let dirs: Vec<PathBuf> = (0..60).map(|i| root.join(format!("a/d{i:03}"))).collect();
+    for d in &dirs {
+        fs::create_dir_all(d).unwrap();
+    }
+    let limit = watches_in_use() + 20;
+    let guard = Sysctl::set("/proc/sys/fs/inotify/max_user_watches", limit);
+    let mut cfg = WatchConfig::new(vec![root.clone()]);
+    cfg.unwatched_retry = Duration::from_millis(300);
+    let (watcher, rx) = Watcher::start(cfg).unwrap();
+    until(&rx, "WatchLimit", |e| {
+        matches!(e, WatchEvent::WatchLimit(_))
+    });
+    let s = watcher.status();
+    let unwatched = s
+        .unwatched
+        .first()
+        .cloned()
+        .expect("an unwatched directory");
+    // A change inside an unwatched directory: no event can say so.
+    fs::write(unwatched.join("meanwhile"), b"m").unwrap();
+    // Raise the limit, as the message advises; no watch is freed.
+    drop(guard);
+    let ev = until(
+        &rx,
+        "the overflow of a directory watched at last",
+        |e| matches!(e, WatchEvent::Overflow { root: Some(p), reason: OverflowReason::WasUnwatched } if *p == unwatched),
+    );
+    drop(ev);
+    until(&rx, "the rescan of what changed meanwhile", |e| {
+        created(e, &unwatched.join("meanwhile"))
+    });
+    let end = Instant::now() + DEADLINE;
+    while watcher.status().unwatched_count > 0 {
+        assert!(Instant::now() < end, "watchdog: {:?}", watcher.status());
+        while rx.try_recv().is_ok() {}
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(unwatched.join("after"), b"").unwrap();
+    until(&rx, "an event in the formerly unwatched directory", |e| {
+        created(e, &unwatched.join("after"))
+    });
+}

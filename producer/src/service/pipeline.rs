@@ -103,6 +103,9 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// What [`Pipeline::classify`] makes of an event: its kind, path, new path and rule.
+type Classified = (EventKind, Vec<u8>, Option<Vec<u8>>, Match);
+
 /// Inputs besides the watcher.
 #[derive(Debug)]
 pub struct Inputs {
@@ -423,7 +426,7 @@ impl Pipeline {
         kind: EventKind,
         path: Vec<u8>,
         path_to: Option<Vec<u8>>,
-    ) -> Option<(EventKind, Vec<u8>, Option<Vec<u8>>, Match)> {
+    ) -> Option<Classified> {
         let to = match (kind, path_to) {
             (EventKind::Rename, Some(to)) => to,
             (kind, path_to) => {

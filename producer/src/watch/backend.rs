@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::Instant;
 
 /// What every directory watch asks for: create, delete, both halves of a move, close after
 /// write and attribute changes. Never `IN_OPEN`, `IN_ACCESS` or `IN_CLOSE_NOWRITE`: reading
@@ -45,6 +46,9 @@ pub(crate) struct SysEvent {
     pub(crate) name: Option<OsString>,
     /// When the reader thread read it (ns since the Unix epoch).
     pub(crate) time_ns: u64,
+    /// The same moment on the monotonic clock (what scan memories expire by: the wall
+    /// clock may step).
+    pub(crate) read_at: Instant,
 }
 
 impl SysEvent {
@@ -118,7 +122,7 @@ impl Inotify {
             };
         }
         let n = n as usize;
-        parse(&buf[..n], time_ns, out);
+        parse(&buf[..n], time_ns, Instant::now(), out);
         Ok(n)
     }
 }
@@ -133,7 +137,7 @@ impl AsFd for Inotify {
 const HEADER: usize = 16;
 
 /// Parses a buffer of `struct inotify_event` records (safe: byte slices only).
-pub(crate) fn parse(mut bytes: &[u8], time_ns: u64, out: &mut Vec<SysEvent>) {
+pub(crate) fn parse(mut bytes: &[u8], time_ns: u64, read_at: Instant, out: &mut Vec<SysEvent>) {
     let word = |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     while bytes.len() >= HEADER {
         let wd = word(bytes, 0) as i32;
@@ -150,6 +154,7 @@ pub(crate) fn parse(mut bytes: &[u8], time_ns: u64, out: &mut Vec<SysEvent>) {
             cookie,
             name,
             time_ns,
+            read_at,
         });
         bytes = &bytes[end..];
     }
@@ -181,7 +186,7 @@ mod tests {
             b.extend_from_slice(&n);
         }
         let mut out = Vec::new();
-        parse(&b, 5, &mut out);
+        parse(&b, 5, Instant::now(), &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].name.as_deref(), Some(OsStr::new("ab")));
         assert_eq!(

@@ -7,7 +7,7 @@ use super::limits::Unwatched;
 use super::reader::{Bound, Raw};
 use super::rename::{PendingMove, PAIR_WAIT};
 use super::roots::Root;
-use super::scan::Dedupe;
+use super::scan::{Dedupe, Unscanned};
 use super::tree::Tree;
 use super::{
     EventKind, OverflowReason, RawEvent, WatchConfig, WatchEvent, WatchStatus, UNWATCHED_LISTED,
@@ -44,9 +44,12 @@ pub(crate) struct Core {
     pub(crate) roots: Vec<Root>,
     pub(crate) unwatched: Unwatched,
     pub(crate) dedupe: Dedupe,
+    pub(crate) unscanned: Unscanned,
     pub(crate) pending: Option<PendingMove>,
     pub(crate) ignore: HashSet<PathBuf>,
     pub(crate) next_root_poll: Instant,
+    /// When the roots' identities (device and inode) are checked next.
+    pub(crate) next_identity_check: Instant,
     overflows: u64,
     last_overflow_ns: Option<u64>,
     need_rewalk: bool,
@@ -64,10 +67,11 @@ impl Core {
         stop: Arc<AtomicBool>,
         bound: Arc<Bound>,
     ) -> Self {
-        let window = cfg.dedupe_window.as_nanos() as u64;
+        let window = cfg.dedupe_window;
         Core {
             ignore: cfg.ignore.iter().cloned().collect(),
             next_root_poll: Instant::now() + cfg.root_poll,
+            next_identity_check: Instant::now() + cfg.identity_check,
             cfg,
             ino,
             out,
@@ -78,6 +82,7 @@ impl Core {
             roots: Vec::new(),
             unwatched: Unwatched::default(),
             dedupe: Dedupe::new(window),
+            unscanned: Unscanned::default(),
             pending: None,
             overflows: 0,
             last_overflow_ns: None,
@@ -117,13 +122,20 @@ impl Core {
             PAIR_WAIT
         } else if self.need_rewalk {
             Duration::ZERO
-        } else if self.roots.iter().any(|r| r.gone)
-            || !self.unwatched.set.is_empty()
-            || !self.dedupe.is_empty()
-        {
-            self.cfg.root_poll.min(self.cfg.dedupe_window)
         } else {
-            Duration::from_secs(3600)
+            // Whichever timer is due first: no polling at rest.
+            let mut due = self.next_identity_check;
+            if self.roots.iter().any(|r| r.gone) {
+                due = due.min(self.next_root_poll);
+            }
+            if !self.unwatched.set.is_empty() {
+                let retry = self.unwatched.next_retry;
+                due = due.min(retry.unwrap_or_else(Instant::now));
+            }
+            if let Some(expiry) = self.dedupe.next_expiry() {
+                due = due.min(expiry);
+            }
+            due.saturating_duration_since(Instant::now())
         }
     }
 
@@ -134,8 +146,9 @@ impl Core {
             self.need_rewalk = false;
             self.rewalk();
         }
-        self.dedupe.expire(now_ns());
+        self.dedupe.expire(Instant::now());
         self.poll_roots();
+        self.check_root_identities();
         self.retry_unwatched();
         self.publish_status();
     }
@@ -173,7 +186,7 @@ impl Core {
             self.ignored(ev.wd);
             return;
         }
-        self.dedupe.expire(ev.time_ns);
+        self.dedupe.expire(ev.read_at);
         // Anything but the To of a held From settles it first: a directory moved out loses
         // its watches before any later event of it is looked up.
         let pairs = ev.has(libc::IN_MOVED_TO)
@@ -198,8 +211,8 @@ impl Core {
         let is_dir = ev.has(libc::IN_ISDIR);
         let t = ev.time_ns;
         if ev.has(libc::IN_CREATE) || ev.has(libc::IN_MOVED_TO) {
-            if self.dedupe.take(&dir, name) {
-                return; // the scan of `dir` reported it already
+            if self.dedupe.take_echo(&dir, name) {
+                return; // the scan of `dir` reported this very entry already
             }
             self.emit_raw(EventKind::Create, path.clone(), None, is_dir, None, t);
             if is_dir && !self.ignore.contains(&path) {
@@ -265,6 +278,12 @@ impl Core {
         }
         self.unwatched.remove_subtree(dir);
         self.dedupe.forget_subtree(dir);
+        self.unscanned.forget_subtree(dir);
+    }
+
+    /// The watcher lost track of what it should have scanned: an overflow, then a re-walk.
+    pub(crate) fn lost_track(&mut self) {
+        self.overflow(OverflowReason::Untracked, now_ns());
     }
 
     /// Events were lost: count, report once per episode, and re-walk when the queue drains.

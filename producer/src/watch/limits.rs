@@ -3,10 +3,13 @@
 //! rest is listed in `status`, one [`WatchEvent::WatchLimit`] and one log line say what to do,
 //! and the unwatched directories are retried whenever the kernel frees watches.
 
+use super::backend::now_ns;
 use super::core::Core;
-use super::{WatchEvent, WatchLimit};
-use std::collections::BTreeSet;
+use super::{EventKind, OverflowReason, WatchEvent, WatchLimit};
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Where Linux keeps the limit.
 pub(crate) const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
@@ -20,6 +23,8 @@ pub(crate) struct Unwatched {
     pub(crate) reported: bool,
     /// Whether the kernel freed watches since the last retry.
     pub(crate) freed: bool,
+    /// When they are tried again regardless.
+    pub(crate) next_retry: Option<Instant>,
 }
 
 impl Unwatched {
@@ -96,31 +101,85 @@ impl Core {
         }));
     }
 
-    /// Tries the unwatched directories again if the kernel freed watches since last time.
+    /// Tries the unwatched directories again if the kernel freed watches since last time, or
+    /// every [`WatchConfig::unwatched_retry`](super::WatchConfig::unwatched_retry). A directory whose watch lands is scanned again: an overflow
+    /// for it says its changes in between are unknown, then its entries are reported.
     pub(crate) fn retry_unwatched(&mut self) {
         if self.unwatched.set.is_empty() {
             self.unwatched.reported = false;
+            self.unwatched.next_retry = None;
             return;
         }
-        if !std::mem::take(&mut self.unwatched.freed) {
+        let now = Instant::now();
+        let due = *self
+            .unwatched
+            .next_retry
+            .get_or_insert(now + self.cfg.unwatched_retry)
+            <= now;
+        if !std::mem::take(&mut self.unwatched.freed) && !due {
             return;
         }
-        let todo: Vec<PathBuf> = std::mem::take(&mut self.unwatched.set)
-            .into_iter()
-            .collect();
+        self.unwatched.next_retry = Some(now + self.cfg.unwatched_retry);
+        let todo: Vec<PathBuf> = self.unwatched.set.iter().cloned().collect();
         let reported = self.unwatched.reported;
         for dir in todo {
             match self.add_dir_watch(&dir) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                    self.unwatched.set.insert(dir);
+                Ok(_) => {
+                    tracing::info!("watch: {} is watched now; scanning it again", dir.display());
+                    self.emit(WatchEvent::Overflow {
+                        root: Some(dir.clone()),
+                        reason: OverflowReason::WasUnwatched,
+                    });
+                    self.rescan(&dir);
                 }
-                Err(_) => {} // gone
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.unwatched.set.remove(&dir);
+                }
+                Err(_) => {} // still the limit, or still not allowed: stays listed
             }
         }
         self.unwatched.reported = reported && !self.unwatched.set.is_empty();
         if self.unwatched.set.is_empty() {
             tracing::info!("watch: every directory is watched again");
+        }
+    }
+
+    /// Reports what `dir` (watched just now) holds, and watches and reports its new
+    /// subdirectories.
+    fn rescan(&mut self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut names = HashMap::new();
+        let mut subdirs = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(ft) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if self.ignore.contains(&path) {
+                continue;
+            }
+            let size = ft
+                .is_file()
+                .then(|| entry.metadata().ok().map(|m| m.len()))
+                .flatten();
+            self.emit_raw(
+                EventKind::Create,
+                path.clone(),
+                None,
+                ft.is_dir(),
+                size,
+                now_ns(),
+            );
+            names.insert(entry.file_name(), entry.ino());
+            if ft.is_dir() {
+                subdirs.push(path);
+            }
+        }
+        self.dedupe.remember(dir.to_path_buf(), names);
+        for sub in subdirs {
+            self.watch_tree(&sub, true);
         }
     }
 }

@@ -139,6 +139,12 @@ pub struct WatchConfig {
     /// How long the scan of a new directory remembers what it reported, to drop the late
     /// kernel events for the same entries.
     pub dedupe_window: Duration,
+    /// How often unwatched directories (the watch limit, permissions) are tried again even
+    /// when the kernel freed no watch: the limit may have been raised (default 10 s).
+    pub unwatched_retry: Duration,
+    /// How often each root's device and inode are checked: a mount over a root or a root
+    /// symlink pointed elsewhere makes no inotify event (default 10 s).
+    pub identity_check: Duration,
 }
 
 impl WatchConfig {
@@ -160,6 +166,8 @@ impl Default for WatchConfig {
             report_modify: false,
             root_poll: Duration::from_secs(1),
             dedupe_window: Duration::from_secs(2),
+            unwatched_retry: Duration::from_secs(10),
+            identity_check: Duration::from_secs(10),
         }
     }
 }
@@ -189,6 +197,14 @@ pub enum OverflowReason {
     KernelQueue,
     /// The watcher's own queue ([`WatchConfig::queue_bound`]) was full.
     WatcherQueue,
+    /// A directory had no watch for a while (the watch limit, or permissions) and has one
+    /// now: it is scanned again, its changes in between are unknown.
+    WasUnwatched,
+    /// A root's directory was replaced under its path (a mount over it, a symlink pointed
+    /// elsewhere): what lies there now is reported as created.
+    RootReplaced,
+    /// Too many new directories vanished before they could be scanned to keep track.
+    Untracked,
 }
 
 /// The watch limit was reached.

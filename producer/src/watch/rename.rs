@@ -82,7 +82,14 @@ impl Core {
         let scanned = to
             .parent()
             .zip(to.file_name())
-            .is_some_and(|(d, n)| self.dedupe.take(d, n));
+            .is_some_and(|(d, n)| self.dedupe.take_echo(d, n));
+        // Directories reported as new but never scanned (renamed before their watch or
+        // listing): scanned now, under their new names, once the rename is reported.
+        let unscanned = if is_dir {
+            self.unscanned.take_renamed(&from.path, &to)
+        } else {
+            Vec::new()
+        };
         let from_ignored = self.ignore.contains(&from.path);
         let to_ignored = self.ignore.contains(&to);
         let t = ev.time_ns;
@@ -98,6 +105,11 @@ impl Core {
                 size: None,
                 is_dir,
             })),
+        }
+        if !to_ignored {
+            for dir in unscanned {
+                self.watch_tree(&dir, true);
+            }
         }
     }
 }

@@ -5,7 +5,8 @@
 //! roots carry on meanwhile.
 
 use super::core::Core;
-use super::WatchEvent;
+use super::{OverflowReason, WatchEvent};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,6 +17,16 @@ pub(crate) struct Root {
     pub(crate) path: PathBuf,
     /// Whether it is gone right now.
     pub(crate) gone: bool,
+    /// Device and inode of the directory watched (following a symlink, as the watch does).
+    pub(crate) id: Option<(u64, u64)>,
+}
+
+/// Device and inode of the directory at `path`, following symlinks.
+pub(crate) fn dir_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl Core {
@@ -36,6 +47,7 @@ impl Core {
             self.roots.push(Root {
                 path: path.clone(),
                 gone: false,
+                id: dir_identity(&path),
             });
             if path.is_dir() {
                 self.watch_tree(&path, false);
@@ -81,9 +93,45 @@ impl Core {
         for path in back {
             if let Some(r) = self.roots.iter_mut().find(|r| r.path == path) {
                 r.gone = false;
+                r.id = dir_identity(&path);
             }
             tracing::info!("watch: root {} is back", path.display());
             self.emit(WatchEvent::RootBack(path.clone()));
+            self.watch_tree(&path, true);
+        }
+    }
+
+    /// Every [`WatchConfig::identity_check`](super::WatchConfig::identity_check): a root whose path now leads to another directory (mounted
+    /// over, symlink re-pointed) is watched afresh; an overflow says what changed in
+    /// between is unknown, and what lies there now is reported as created.
+    pub(crate) fn check_root_identities(&mut self) {
+        if Instant::now() < self.next_identity_check {
+            return;
+        }
+        self.next_identity_check = Instant::now() + self.cfg.identity_check;
+        let replaced: Vec<(PathBuf, Option<(u64, u64)>)> = self
+            .roots
+            .iter()
+            .filter(|r| !r.gone)
+            .filter_map(|r| {
+                let now = dir_identity(&r.path)?;
+                (r.id != Some(now)).then(|| (r.path.clone(), Some(now)))
+            })
+            .collect();
+        for (path, id) in replaced {
+            tracing::warn!(
+                "watch: root {} now leads to another directory (a mount over it, or a symlink \
+                 pointed elsewhere); watching and reporting what is there now",
+                path.display()
+            );
+            self.forget_subtree(&path, true);
+            if let Some(r) = self.roots.iter_mut().find(|r| r.path == path) {
+                r.id = id;
+            }
+            self.emit(WatchEvent::Overflow {
+                root: Some(path.clone()),
+                reason: OverflowReason::RootReplaced,
+            });
             self.watch_tree(&path, true);
         }
     }

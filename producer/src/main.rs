@@ -65,24 +65,6 @@ enum Cmd {
     DemoReader,
 }
 
-/// The options after `install [--user] [--unit-dir DIR]`, as typed: they become the unit's
-/// command line.
-fn install_args() -> Vec<String> {
-    let mut out = Vec::new();
-    let mut it = std::env::args().skip_while(|a| a != "install").skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--user" => {}
-            "--unit-dir" => {
-                it.next();
-            }
-            s if s.starts_with("--unit-dir=") => {}
-            _ => out.push(a),
-        }
-    }
-    out
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         None => service::run(cli.service),
@@ -107,14 +89,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             unit_dir,
             service: args,
         }) => {
-            // Check the options now, not when the unit first starts.
-            args.resolve()?;
             let dir = match unit_dir {
                 Some(d) => d,
                 None => install::default_unit_dir()?,
             };
             let exe = std::env::current_exe().context("finding this executable")?;
-            match install::install(&dir, &exe, &install_args())? {
+            // Resolved here, so the unit runs what this shell would: absolute paths, and
+            // the socket and database this shell's XDG variables chose.
+            let spec = install::UnitSpec::for_service(&exe, &args)?;
+            match install::install(&dir, &spec)? {
                 install::Installed::Enabled { replaced } => println!(
                     "{} {}/{} and started it (systemctl --user status {})",
                     if replaced { "replaced" } else { "installed" },

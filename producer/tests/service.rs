@@ -721,3 +721,41 @@ fn four_kib_paths_are_paged_under_the_frame_limit() {
     );
     svc.stop();
 }
+
+#[test]
+fn the_service_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let s = Scratch::new("notify");
+    let notify = s.p("notify.sock");
+    let manager = UnixDatagram::bind(&notify).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let sock = s.p("s.sock");
+    let mut child = Command::new(FIREHOSED)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--db")
+        .arg(s.p("state/h.db"))
+        .arg("--filters")
+        .arg(s.p("filters"))
+        .arg("--watch")
+        .arg(s.p("w"))
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = manager.recv(&mut buf).expect("READY=1 within the watchdog");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving: a client connects at once.
+    Client::<FileEvent>::connect(&sock, &ConnectOptions::default()).expect("serving when ready");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+    let n = manager
+        .recv(&mut buf)
+        .expect("STOPPING=1 within the watchdog");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}

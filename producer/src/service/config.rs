@@ -130,19 +130,22 @@ impl ServiceArgs {
     /// Fills in the defaults and checks the options.
     ///
     /// # Errors
-    /// A relative `--watch` path that cannot be made absolute, a missing HOME for the
-    /// defaults, or an invalid ring size.
+    /// A missing current directory (relative paths are made absolute against it), a
+    /// missing HOME for the defaults, or an invalid ring size.
     pub fn resolve(&self) -> anyhow::Result<ServiceConfig> {
         let cwd = std::env::current_dir().context("the current directory")?;
+        let absolute = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                cwd.join(p)
+            }
+        };
         let watch = self
             .watch
             .iter()
             .map(|p| {
-                let abs = if p.is_absolute() {
-                    p.clone()
-                } else {
-                    cwd.join(p)
-                };
+                let abs = absolute(p);
                 abs.canonicalize().unwrap_or(abs)
             })
             .collect();
@@ -160,15 +163,15 @@ impl ServiceArgs {
         Ok(ServiceConfig {
             watch,
             filters: match &self.filters {
-                Some(p) => p.clone(),
+                Some(p) => absolute(p),
                 None => default_filters_dir()?,
             },
             socket: match &self.socket {
-                Some(p) => p.clone(),
+                Some(p) => absolute(p),
                 None => firehose_transport::control::place::default_socket_path()?,
             },
             db: match &self.db {
-                Some(p) => p.clone(),
+                Some(p) => absolute(p),
                 None => default_db_path()?,
             },
             ring_size: self.ring_size,

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
+use super::config::ServiceArgs;
+
 /// The unit's file name.
 pub const UNIT: &str = "firehosed.service";
 
@@ -23,28 +25,138 @@ pub fn default_unit_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".config/systemd/user"))
 }
 
-/// The unit text for running `exe` with `args`.
-pub fn unit_text(exe: &Path, args: &[String]) -> String {
-    let mut cmd = quote(&exe.to_string_lossy());
-    for a in args {
+/// What the unit runs, and what it may write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSpec {
+    /// The `firehosed` executable (absolute).
+    pub exe: PathBuf,
+    /// Its options, every path absolute and every default spelled out: the unit runs what
+    /// this shell would have run, whatever directory or XDG variables systemd starts it with.
+    pub args: Vec<String>,
+    /// Folders the service writes (the database's and the socket's): `ReadWritePaths=`
+    /// under `ProtectSystem=strict`.
+    pub writable: Vec<PathBuf>,
+    /// Whether `PrivateTmp=yes` is safe: nothing the service uses lies under /tmp or
+    /// /var/tmp (a private /tmp would hide the socket from clients, and watch an empty tree).
+    pub private_tmp: bool,
+}
+
+impl UnitSpec {
+    /// The unit for `exe` with these options, resolved here (relative paths against the
+    /// current directory, defaults from this shell's XDG variables).
+    ///
+    /// # Errors
+    /// If the options do not resolve (see [`ServiceArgs::resolve`]).
+    pub fn for_service(exe: &Path, args: &ServiceArgs) -> anyhow::Result<UnitSpec> {
+        let cfg = args.resolve()?;
+        let mut a = Vec::new();
+        let mut push = |k: &str, v: String| {
+            a.push(k.to_string());
+            a.push(v);
+        };
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        for w in &cfg.watch {
+            push("--watch", path(w));
+        }
+        push("--filters", path(&cfg.filters));
+        push("--socket", path(&cfg.socket));
+        push("--db", path(&cfg.db));
+        push("--ring-size", cfg.ring_size.to_string());
+        for u in &cfg.allow_uid {
+            push("--allow-uid", u.to_string());
+        }
+        for g in &cfg.allow_gid {
+            push("--allow-gid", g.to_string());
+        }
+        for u in &args.allow_lossless_uid {
+            push("--allow-lossless-uid", u.to_string());
+        }
+        push("--max-rows", args.max_rows.to_string());
+        push("--max-age-days", args.max_age_days.to_string());
+        push("--max-db-mib", args.max_db_mib.to_string());
+        if let Some(rate) = cfg.synthetic {
+            push("--synthetic", rate.to_string());
+            push("--synthetic-path-len", cfg.synthetic_path_len.to_string());
+        }
+        push("--log-level", args.log_level.clone());
+        let mut writable: Vec<PathBuf> = [&cfg.db, &cfg.socket]
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        writable.dedup();
+        let in_tmp = |p: &Path| p.starts_with("/tmp") || p.starts_with("/var/tmp");
+        let private_tmp = !cfg
+            .watch
+            .iter()
+            .chain([&cfg.filters, &cfg.socket, &cfg.db])
+            .any(|p| in_tmp(p));
+        Ok(UnitSpec {
+            exe: exe.to_path_buf(),
+            args: a,
+            writable,
+            private_tmp,
+        })
+    }
+}
+
+/// A unit file holds one directive per line: a newline (or another control character) in
+/// an argument would end `ExecStart=` and start a directive of its own.
+fn check_arg(a: &str) -> anyhow::Result<()> {
+    if a.chars().any(char::is_control) {
+        bail!(
+            "{a:?} holds a newline or another control character, which a systemd unit cannot \
+             hold safely; use a path without one"
+        );
+    }
+    Ok(())
+}
+
+/// The unit text for `spec`: `Type=notify` (the service says `READY=1` once it serves),
+/// restarted on failure, and hardened (`NoNewPrivileges`, `ProtectSystem=strict` with the
+/// state and socket folders writable, `PrivateTmp` where safe).
+///
+/// # Errors
+/// If a path or option holds a control character.
+pub fn unit_text(spec: &UnitSpec) -> anyhow::Result<String> {
+    let exe = spec.exe.to_string_lossy();
+    check_arg(&exe)?;
+    let mut cmd = quote(&exe);
+    for a in &spec.args {
+        check_arg(a)?;
         cmd.push(' ');
         cmd.push_str(&quote(a));
     }
-    format!(
+    let mut rw = String::new();
+    for w in &spec.writable {
+        let w = w.to_string_lossy();
+        check_arg(&w)?;
+        // `-`: a folder that does not exist yet is no error (the service creates it).
+        rw.push_str(&format!("ReadWritePaths=-{}\n", quote(&w)));
+    }
+    let private_tmp = if spec.private_tmp {
+        "PrivateTmp=yes\n"
+    } else {
+        "# PrivateTmp is off: the socket, database or a root lies under /tmp.\n"
+    };
+    Ok(format!(
         "# Written by `firehosed install --user`; `firehosed uninstall` removes it.\n\
          [Unit]\n\
          Description=Firehose: file-system events to shared-memory readers\n\
-         Documentation=man:firehosed(1)\n\
          \n\
          [Service]\n\
-         Type=simple\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
          ExecStart={cmd}\n\
          Restart=on-failure\n\
          RestartSec=2\n\
+         NoNewPrivileges=yes\n\
+         ProtectSystem=strict\n\
+         {rw}\
+         {private_tmp}\
          \n\
          [Install]\n\
          WantedBy=default.target\n"
-    )
+    ))
 }
 
 /// Quotes an argument for systemd's `ExecStart=` (double quotes, with `\\`, `"`, `$` and `%`
@@ -119,10 +231,11 @@ fn systemctl(args: &[&str]) -> anyhow::Result<()> {
 /// runs. Idempotent.
 ///
 /// # Errors
-/// If the folder or file cannot be written, or systemctl fails.
-pub fn install(dir: &Path, exe: &Path, args: &[String]) -> anyhow::Result<Installed> {
+/// If an argument holds a control character, the folder or file cannot be written, or
+/// systemctl fails.
+pub fn install(dir: &Path, spec: &UnitSpec) -> anyhow::Result<Installed> {
     let path = dir.join(UNIT);
-    let text = unit_text(exe, args);
+    let text = unit_text(spec)?;
     let old = std::fs::read_to_string(&path).ok();
     let manager = manager_runs();
     if old.as_deref() == Some(text.as_str()) {
@@ -172,26 +285,36 @@ pub fn uninstall(dir: &Path) -> anyhow::Result<bool> {
 mod tests {
     use super::*;
 
+    fn spec(args: &[&str]) -> UnitSpec {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            service: ServiceArgs,
+        }
+        let cli = Cli::parse_from(std::iter::once("firehosed").chain(args.iter().copied()));
+        UnitSpec::for_service(Path::new("/opt/fire hose/firehosed"), &cli.service).unwrap()
+    }
+
     #[test]
     fn install_is_idempotent_and_replaces_an_older_registration() {
         std::env::set_var("FIREHOSE_NO_SERVICE_MANAGER", "1");
         let dir = tempfile::tempdir().unwrap();
         let units = dir.path().join("units");
-        let exe = Path::new("/opt/fire hose/firehosed");
-        let a = vec!["--watch".to_string(), "/srv/data".to_string()];
+        let a = spec(&["--watch", "/srv/data", "--db", "/srv/state/h.db"]);
         assert_eq!(
-            install(&units, exe, &a).unwrap(),
+            install(&units, &a).unwrap(),
             Installed::WrittenOnly { replaced: false }
         );
         let text = std::fs::read_to_string(units.join(UNIT)).unwrap();
         assert!(
-            text.contains("ExecStart=\"/opt/fire hose/firehosed\" --watch /srv/data"),
+            text.contains("ExecStart=\"/opt/fire hose/firehosed\" --watch /srv/data "),
             "{text}"
         );
-        assert_eq!(install(&units, exe, &a).unwrap(), Installed::Unchanged);
-        let b = vec!["--watch".to_string(), "/srv/other 100%".to_string()];
+        assert_eq!(install(&units, &a).unwrap(), Installed::Unchanged);
+        let b = spec(&["--watch", "/srv/other 100%", "--db", "/srv/state/h.db"]);
         assert_eq!(
-            install(&units, exe, &b).unwrap(),
+            install(&units, &b).unwrap(),
             Installed::WrittenOnly { replaced: true }
         );
         let text = std::fs::read_to_string(units.join(UNIT)).unwrap();
@@ -208,5 +331,71 @@ mod tests {
         assert!(uninstall(&units).unwrap());
         assert!(!uninstall(&units).unwrap(), "a second uninstall is a no-op");
         assert!(!units.join(UNIT).exists());
+    }
+
+    #[test]
+    fn the_unit_runs_absolute_paths_with_every_default_spelled_out_and_is_hardened() {
+        let cwd = std::env::current_dir().unwrap();
+        let s = spec(&[
+            "--watch",
+            "rel/dir",
+            "--db",
+            "state/h.db",
+            "--socket",
+            "/run/u/fh/s.sock",
+        ]);
+        let text = unit_text(&s).unwrap();
+        let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert!(
+            exec.contains(&format!("--watch {}", cwd.join("rel/dir").display())),
+            "{exec}"
+        );
+        assert!(
+            exec.contains(&format!("--db {}", cwd.join("state/h.db").display())),
+            "{exec}"
+        );
+        for opt in [
+            "--filters /",
+            "--socket /run/u/fh/s.sock",
+            "--ring-size ",
+            "--max-rows ",
+            "--log-level info",
+        ] {
+            assert!(exec.contains(opt), "{opt} in {exec}");
+        }
+        for line in [
+            "Type=notify",
+            "NotifyAccess=main",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ReadWritePaths=-/run/u/fh",
+            &format!("ReadWritePaths=-{}", cwd.join("state").display()),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        let private = !cwd.starts_with("/tmp") && !cwd.starts_with("/var/tmp");
+        assert_eq!(
+            text.lines().any(|l| l == "PrivateTmp=yes"),
+            private,
+            "{text}"
+        );
+        // Under /tmp, a private /tmp would hide the socket: left off.
+        let t = unit_text(&spec(&["--socket", "/tmp/fh/s.sock", "--db", "/srv/h.db"])).unwrap();
+        assert!(!t.lines().any(|l| l == "PrivateTmp=yes"), "{t}");
+    }
+
+    #[test]
+    fn a_newline_in_an_argument_cannot_inject_a_directive() {
+        let s = spec(&[
+            "--watch",
+            "/srv/a\nExecStartPre=/bin/evil",
+            "--db",
+            "/srv/h.db",
+        ]);
+        let e = unit_text(&s).unwrap_err().to_string();
+        assert!(e.contains("newline"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(install(dir.path(), &s).is_err());
+        assert!(!dir.path().join(UNIT).exists(), "nothing written");
     }
 }

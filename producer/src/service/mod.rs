@@ -11,6 +11,7 @@
 pub mod config;
 pub mod info;
 pub mod install;
+pub mod notify;
 pub mod pipeline;
 pub mod synthetic;
 
@@ -282,6 +283,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
         cfg.ring_size >> 10,
         recovery.next_seq
     );
+    notify::notify("READY=1");
     // Nothing here polls: the loop sleeps until a client, the ring's owner, a query worker,
     // a due timer or the stop pipe has something for it.
     while !server.stop_requested() {
@@ -291,6 +293,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    notify::notify("STOPPING=1");
     drop(synthetic);
     drop(filter_watcher);
     let _ = stop_tx.send(());

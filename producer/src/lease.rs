@@ -468,9 +468,16 @@ fn renew_loop(s: &Shared) {
             if !s.stop.load(Ordering::Acquire) {
                 if failing {
                     // Back off; `requested` stays set so grants do not wake us early.
-                    let _ = s.wake.wait_timeout(g, s.config.retry);
+                    drop(s.wake.wait_timeout(g, s.config.retry));
                 } else if !s.requested.load(Ordering::Acquire) {
-                    let _ = s.wake.wait_timeout(g, Duration::from_secs(1));
+                    // No timer at rest: `grant` sets `requested` and notifies under
+                    // `wake_lock` (held here from the check to the wait), as `stop` does.
+                    // The rate is measured between renewals, which is what sizes them.
+                    drop(
+                        s.wake
+                            .wait(g)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    );
                 }
             }
         }

@@ -138,6 +138,35 @@ fn client_code(c: &ClientError) -> i32 {
 }
 
 /// Whether stdout's reader has gone (a pipe whose read end closed polls as an error).
+/// Ends the process quietly (exit code 0) as soon as whoever reads stdout goes away (`tail |
+/// head`), from a thread that sleeps in `poll` until then: the command's own loop then
+/// needs no timer to notice. On a terminal or a file it never fires.
+pub(crate) fn exit_when_stdout_closes() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let spawned = std::thread::Builder::new()
+        .name("stdout-watch".into())
+        .spawn(|| loop {
+            let out = std::io::stdout();
+            let mut fds = [PollFd::new(out.as_fd(), PollFlags::empty())];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(n) if n > 0 => {
+                    let r = fds[0].revents().unwrap_or(PollFlags::empty());
+                    if r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP) {
+                        std::process::exit(code::OK);
+                    }
+                    if r.contains(PollFlags::POLLNVAL) {
+                        return; // no stdout at all: nothing to watch
+                    }
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        });
+    // Without the thread, the loop's own check still notices (on its next record).
+    drop(spawned);
+}
+
 pub(crate) fn stdout_closed() -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;

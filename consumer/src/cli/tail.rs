@@ -94,8 +94,11 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
     if a.count == Some(0) {
         return Ok(code::OK);
     }
+    super::exit_when_stdout_closes();
     loop {
-        let evs = f.recv_timeout(4096, Duration::from_millis(250))?;
+        // No timer: records, the service's words, or stdout's reader going away (the
+        // watcher thread) are what end a wait.
+        let evs = f.recv_timeout(4096, Duration::from_secs(3600))?;
         let idle = evs.is_empty();
         for ev in evs {
             if write_event(&mut out, &style, &ev)? {

@@ -78,8 +78,7 @@ impl ServiceInfo for Info {
                 .collect();
             st.rules = rules.rules().len() as u32;
         }
-        st.rate_per_s = self.stats.rate_1s.load(Ordering::Relaxed);
-        st.rate_per_min = self.stats.rate_60s.load(Ordering::Relaxed);
+        (st.rate_per_s, st.rate_per_min) = self.stats.rates.read();
         st.next_seq = self.stats.next_seq.load(Ordering::Relaxed);
         let ws = self.writer.stats();
         let cached = self.writer.cached();

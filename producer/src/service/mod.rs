@@ -13,6 +13,7 @@ pub mod info;
 pub mod install;
 pub mod notify;
 pub mod pipeline;
+pub mod rate;
 pub mod synthetic;
 
 use std::os::fd::{AsRawFd, OwnedFd};

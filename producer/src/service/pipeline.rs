@@ -51,9 +51,7 @@ pub struct PipelineStats {
     /// Times an event waited for a lease renewal (and got its seq).
     pub lease_waits: AtomicU64,
     /// Records per second over the last second and the last minute.
-    pub rate_1s: AtomicU64,
-    /// Records per second over the last minute.
-    pub rate_60s: AtomicU64,
+    pub rates: super::rate::Rates,
     /// The next seq.
     pub next_seq: AtomicU64,
     /// Filter reloads applied and rejected.
@@ -89,7 +87,8 @@ pub struct Pipeline {
     /// When that range began.
     not_stored_since: Option<Instant>,
     stats: Arc<PipelineStats>,
-    window: RateWindow,
+    /// Records made since the rates were last told.
+    uncounted: u64,
     out: Vec<FileEvent>,
     /// Events given up on since the last record (the lease could not cover them).
     lost_to_lease: u64,
@@ -134,40 +133,6 @@ fn flags_of(rules: &RuleSet) -> HashMap<u32, (bool, bool)> {
         .collect()
 }
 
-/// Records per second over a sliding second and minute.
-#[derive(Debug)]
-struct RateWindow {
-    started: Instant,
-    /// Records in each of the last 60 seconds (ring by second number).
-    per_sec: [u64; 60],
-    sec: u64,
-}
-
-impl RateWindow {
-    fn new() -> Self {
-        RateWindow {
-            started: Instant::now(),
-            per_sec: [0; 60],
-            sec: 0,
-        }
-    }
-
-    fn tick(&mut self, n: u64, stats: &PipelineStats) {
-        let s = self.started.elapsed().as_secs();
-        while self.sec < s {
-            self.sec += 1;
-            stats.rate_1s.store(
-                self.per_sec[((self.sec - 1) % 60) as usize],
-                Ordering::Relaxed,
-            );
-            self.per_sec[(self.sec % 60) as usize] = 0;
-            let minute: u64 = self.per_sec.iter().sum();
-            stats.rate_60s.store(minute / 60, Ordering::Relaxed);
-        }
-        self.per_sec[(self.sec % 60) as usize] += n;
-    }
-}
-
 impl Pipeline {
     /// A pipeline starting at `next_seq`.
     #[allow(clippy::too_many_arguments)]
@@ -197,7 +162,7 @@ impl Pipeline {
             not_stored: None,
             not_stored_since: None,
             stats,
-            window: RateWindow::new(),
+            uncounted: 0,
             out: Vec::new(),
             lost_to_lease: 0,
         }
@@ -221,12 +186,15 @@ impl Pipeline {
         let synth = inputs.synthetic.unwrap_or_else(crossbeam_channel::never);
         let reloads = inputs.reloads.unwrap_or_else(crossbeam_channel::never);
         loop {
+            // Wait for input or for the first timer that is due (a coalescing window, the
+            // NotStored hold); none at rest.
             let timeout = self
-                .coalescer
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_millis(200))
-                .min(Duration::from_millis(200));
+                .next_due()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            let timer = match timeout {
+                Some(t) => crossbeam_channel::after(t),
+                None => crossbeam_channel::never(),
+            };
             select! {
                 recv(watch) -> ev => match ev {
                     Ok(ev) => self.on_watch(ev),
@@ -250,7 +218,7 @@ impl Pipeline {
                     }
                 },
                 recv(inputs.stop) -> _ => break,
-                default(timeout) => {}
+                recv(timer) -> _ => {}
             }
             self.flush_due();
         }
@@ -261,6 +229,15 @@ impl Pipeline {
         self.flush_not_stored();
     }
 
+    /// The first moment something is due without new input.
+    fn next_due(&self) -> Option<Instant> {
+        let hold = self.not_stored_since.map(|t| t + NOT_STORED_HOLD);
+        [self.coalescer.next_deadline(), hold]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     fn flush_due(&mut self) {
         let now = Instant::now();
         let mut due = std::mem::take(&mut self.out);
@@ -269,7 +246,9 @@ impl Pipeline {
             self.emit_coalesced(ev);
         }
         self.out = due;
-        self.window.tick(0, &self.stats);
+        if self.uncounted > 0 {
+            self.stats.rates.add(std::mem::take(&mut self.uncounted));
+        }
         // A NotStored range grows while unstored records keep coming and is written
         // after NOT_STORED_HOLD at the latest (or when a stored record ends it): a few gap
         // rows a second at any rate, and history never lags far behind the stream.
@@ -474,7 +453,7 @@ impl Pipeline {
         self.next_seq += 1;
         self.stats.next_seq.store(self.next_seq, Ordering::Relaxed);
         self.stats.records.fetch_add(1, Ordering::Relaxed);
-        self.window.tick(1, &self.stats);
+        self.uncounted += 1;
         Some(seq)
     }
 

@@ -1,8 +1,12 @@
 //! `firehose view`: a live terminal viewer. A reader thread drains the ring as records come
 //! into a bounded inbox (`Follower::into_background`); the screen takes the inbox once per
-//! frame into its
-//! bounded buffer, redraws at most every [`FRAME`] (and only when something changed), and
-//! sends history page requests to a worker thread so it never waits.
+//! frame into its bounded buffer, redraws at most every [`FRAME`] (and only when something
+//! changed), and sends history page requests to a worker thread so it never waits.
+//!
+//! Nothing polls: the loop sleeps until a key (read by a thread of its own), new records or
+//! a history answer (their threads' callbacks) wake it, or a timer that is due: the next
+//! frame after a wake, the sparkline's next second while it shows anything. At rest the
+//! viewer does not wake at all.
 
 mod app;
 mod buffer;
@@ -18,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use firehose_consumer::pages::HistoryPager;
 use firehose_consumer::{Options, OwnedEvent, Policy, Start};
-use ratatui::crossterm::event;
 
 use super::{code, Cli};
 use app::App;
@@ -59,31 +62,57 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         .backfill(a.from_seq.is_some())
         .reconnect(true)
         .connect()?;
-    let worker = HistoryPager::start(socket, "firehose view (history)", || {})?;
+    // Every source of work sends a token; the loop sleeps on them.
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let waker = move || {
+        // Full: a wake is already pending, which is all this says.
+        let _pending = wake_tx.try_send(());
+    };
+    let worker = HistoryPager::start(socket, "firehose view (history)", waker.clone())?;
     let mut app = App::new(a.buffer);
     app.live_next = f.next_seq();
-    let live = f.into_background(a.buffer, || {})?;
+    let live = f.into_background(a.buffer, waker)?;
     let (mut term, _guard) = term::setup()?;
+    let keys = term::spawn_key_reader()?;
     let started = Instant::now();
     let mut next_frame = Instant::now();
+    // The first frame is drawn at once.
+    let mut frame_due: Option<Instant> = Some(Instant::now());
     let mut frames = 0u64;
     loop {
-        // Keys: wait for one until the next frame is due.
-        let wait = next_frame.saturating_duration_since(Instant::now());
-        if event::poll(wait)? {
-            while event::poll(Duration::ZERO)? {
-                if input::handle(&mut app, &event::read()?) == Flow::Quit {
-                    drop(_guard);
-                    if a.stats {
-                        print_stats(frames, &app, started.elapsed());
+        let sparkline_tick = (!app.rate.is_quiet())
+            .then(|| started + Duration::from_secs(started.elapsed().as_secs() + 1));
+        let due = [frame_due, sparkline_tick].into_iter().flatten().min();
+        let timer = match due {
+            Some(d) => crossbeam_channel::at(d),
+            None => crossbeam_channel::never(),
+        };
+        crossbeam_channel::select! {
+            recv(keys) -> k => match k {
+                Ok(Ok(ev)) => {
+                    if input::handle(&mut app, &ev) == Flow::Quit {
+                        drop(_guard);
+                        if a.stats {
+                            print_stats(frames, &app, started.elapsed());
+                        }
+                        return Ok(code::OK);
                     }
-                    return Ok(code::OK);
+                    frame_due.get_or_insert(next_frame);
                 }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => anyhow::bail!("the terminal's key reader stopped"),
+            },
+            recv(wake_rx) -> _ => {
+                frame_due.get_or_insert(next_frame);
+            }
+            recv(timer) -> _ => {
+                frame_due.get_or_insert(next_frame);
             }
         }
-        if Instant::now() < next_frame {
+        if frame_due.is_none_or(|d| Instant::now() < d) {
             continue;
         }
+        frame_due = None;
         next_frame = Instant::now() + FRAME;
         // Once per frame: everything the reader thread gathered (never waits for it).
         let before = app.counts.received;

@@ -31,6 +31,12 @@ impl Rate {
         moved
     }
 
+    /// Whether the sparkline shows nothing but zeros and nothing is being counted: then the
+    /// passing seconds change nothing on screen, and no timer needs to tick it.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.cur.1 == 0 && self.done.iter().all(|&n| n == 0)
+    }
+
     /// The completed seconds, oldest first.
     pub(crate) fn history(&self) -> Vec<u64> {
         self.done.iter().copied().collect()

@@ -44,3 +44,23 @@ fn restore() {
     let _ = disable_raw_mode();
     let _ = execute!(stdout(), ratatui::crossterm::cursor::Show);
 }
+
+/// Terminal events (keys, mouse, resizes) from a thread that blocks in `event::read`, so the
+/// viewer's loop can sleep on them together with its other sources. The thread ends when
+/// the receiver is dropped (after its next event) or reading fails (the error is sent).
+pub(crate) fn spawn_key_reader(
+) -> std::io::Result<crossbeam_channel::Receiver<std::io::Result<ratatui::crossterm::event::Event>>>
+{
+    // Bounded: a key the loop has not taken yet holds the reader back, nothing piles up.
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    std::thread::Builder::new()
+        .name("view-keys".into())
+        .spawn(move || loop {
+            let ev = ratatui::crossterm::event::read();
+            let failed = ev.is_err();
+            if tx.send(ev).is_err() || failed {
+                return;
+            }
+        })?;
+    Ok(rx)
+}

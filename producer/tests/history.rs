@@ -1151,3 +1151,43 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_database_deleted_or_replaced_under_the_writer_is_reported_naming_the_file() {
+    for replace in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db(&dir);
+        let w = HistoryWriter::open(
+            &path,
+            WriterConfig {
+                identity_check: Duration::from_millis(50),
+                ..WriterConfig::default()
+            },
+        )
+        .unwrap();
+        assert!(w.submit(ev(1)));
+        w.flush().unwrap();
+        assert_eq!(w.health(), Health::Ok);
+        std::fs::remove_file(&path).unwrap();
+        if replace {
+            std::fs::write(&path, b"another file").unwrap();
+        }
+        let deadline = Instant::now() + WATCHDOG;
+        let reason = loop {
+            if let Health::Degraded { reason, .. } = w.health() {
+                break reason;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never noticed (replace: {replace})"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(reason.contains(&path.display().to_string()), "{reason}");
+        assert!(
+            reason.contains(if replace { "replaced" } else { "deleted" }),
+            "{reason}"
+        );
+        assert!(reason.contains("Restart"), "says what to do: {reason}");
+    }
+}

@@ -49,6 +49,10 @@ pub struct WriterConfig {
     pub retention_interval: Duration,
     /// How long the writer waits before retrying after a storage error (default 1 s).
     pub retry_backoff: Duration,
+    /// How often the writer looks whether its database file is still the one at its path
+    /// (deleted or replaced under the service), and how often age-based retention runs at
+    /// rest (default 10 s).
+    pub identity_check: Duration,
 }
 
 impl Default for WriterConfig {
@@ -59,6 +63,7 @@ impl Default for WriterConfig {
             retention: Retention::default(),
             retention_interval: Duration::from_secs(1),
             retry_backoff: Duration::from_secs(1),
+            identity_check: Duration::from_secs(10),
         }
     }
 }
@@ -179,7 +184,7 @@ impl HistoryWriter {
             since_retention: 0,
             bytes_due: true,
             file: FileIdentity::open(path),
-            next_identity_check: Instant::now() + IDENTITY_CHECK,
+            next_identity_check: Instant::now() + config.identity_check,
             lost_file: false,
         };
         let handle = std::thread::Builder::new()
@@ -400,10 +405,6 @@ struct Thread {
     /// The file at the path is no longer the one being written.
     lost_file: bool,
 }
-
-/// How often the writer looks whether its database file is still the one at its path (and
-/// how often age-based retention runs at rest).
-const IDENTITY_CHECK: Duration = Duration::from_secs(10);
 
 /// The (device, inode) of the database file when it was opened.
 #[derive(Debug)]
@@ -750,7 +751,7 @@ impl Thread {
         }
         let at_rest_due = now >= self.next_identity_check;
         if at_rest_due {
-            self.next_identity_check = now + IDENTITY_CHECK;
+            self.next_identity_check = now + self.config.identity_check;
             self.check_identity();
         }
         let retention_due = now >= self.next_retention
@@ -834,10 +835,14 @@ impl Thread {
                     tracing::error!("{reason}");
                     self.lost_file = true;
                 }
-                *lock(&self.shared.health) = Health::Degraded {
-                    reason,
-                    since: SystemTime::now(),
+                // Set again at every check (a storage episode ending must not clear it),
+                // keeping when it was first seen.
+                let mut health = lock(&self.shared.health);
+                let since = match &*health {
+                    Health::Degraded { reason: r, since } if *r == reason => *since,
+                    _ => SystemTime::now(),
                 };
+                *health = Health::Degraded { reason, since };
             }
             None if self.lost_file => {
                 self.lost_file = false;

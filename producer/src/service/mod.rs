@@ -42,14 +42,20 @@ use crate::watch::{WatchConfig, Watcher};
 static STOP_PIPE: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(_: libc::c_int) {
-    // Relaxed: the fd is stored once, before the handler is installed.
-    let fd = STOP_PIPE.load(Ordering::Relaxed);
+    // Acquire: pairs with the Release store made before the handler was installed, so a
+    // handler running on any thread sees the fd (atomic loads are async-signal-safe).
+    let fd = STOP_PIPE.load(Ordering::Acquire);
     if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; the buffer is a valid 1-byte static. A
-        // full pipe (EAGAIN) already holds a stop request, so the result needs no check.
+        // Saved and restored: the interrupted code may be about to read errno.
+        let saved = nix::errno::Errno::last_raw();
+        // SAFETY: `fd` is the stop pipe's write end, which stays open for the life of the
+        // process (ManuallyDrop, never closed). write(2) is async-signal-safe; the buffer
+        // is a valid 1-byte static. A full pipe (EAGAIN) already holds a stop request, so
+        // the result needs no check.
         unsafe {
             libc::write(fd, b"x".as_ptr().cast(), 1);
         }
+        nix::errno::Errno::set_raw(saved);
     }
 }
 
@@ -63,7 +69,8 @@ fn install_signal_handlers() -> anyhow::Result<OwnedFd> {
         nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("making the stop pipe")?;
     // The write end lives as long as the process (the handler may run at any time).
     let write = std::mem::ManuallyDrop::new(write);
-    STOP_PIPE.store(write.as_raw_fd(), Ordering::Relaxed);
+    // Release: see the handler's Acquire load.
+    STOP_PIPE.store(write.as_raw_fd(), Ordering::Release);
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,

@@ -37,6 +37,9 @@ const NOT_STORED_HOLD: Duration = Duration::from_millis(200);
 const LEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// Counters and the current rules, shared with the status report.
+///
+/// Every access is Relaxed: they are counts for `status`, and no other memory is published
+/// through them.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
     /// Events the filter saw.

@@ -35,6 +35,8 @@
 //! - Every error of the ring is counted in [`PublisherStats`] and logged once per kind.
 
 pub mod progress;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::io;
@@ -105,7 +107,8 @@ impl Default for PublisherConfig {
     }
 }
 
-/// Counters, shared with whoever reports them.
+/// Counters, shared with whoever reports them. Every access is Relaxed: they are counts for
+/// reports only, and no other memory is published through them.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
     /// Records committed into the ring.
@@ -216,6 +219,9 @@ enum Command {
     Snapshot(Option<Sender<RingSnapshot>>),
     /// Answered once everything queued before it is committed.
     Sync(Sender<()>),
+    /// The feeder is done: place what is queued within `finish_wait` and close, even if an
+    /// item waits for room (the queue's hang-up alone is not seen while one does).
+    Finish,
 }
 
 /// The control loop's side: commands in, events out, and a socket that becomes readable
@@ -234,6 +240,7 @@ impl std::fmt::Debug for Command {
             Command::Remove(id) => write!(f, "Remove({id})"),
             Command::Snapshot(_) => write!(f, "Snapshot"),
             Command::Sync(_) => write!(f, "Sync"),
+            Command::Finish => write!(f, "Finish"),
         }
     }
 }
@@ -343,6 +350,7 @@ where
             syncs: Vec::new(),
             cutting: HashSet::new(),
             logged: HashSet::new(),
+            finishing: false,
         };
         let thread = std::thread::Builder::new()
             .name("firehose-publisher".into())
@@ -422,6 +430,9 @@ impl<T> Publisher<T> {
     }
 
     fn stop(&mut self) {
+        // Sent after every item this handle queued, so the owner sees them all. Err: the
+        // owner is gone already.
+        let _gone = self.cmd.send(Command::Finish);
         drop(self.items.take());
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
@@ -464,6 +475,8 @@ struct Owner<T> {
     cutting: HashSet<ReaderId>,
     /// Error kinds already logged.
     logged: HashSet<&'static str>,
+    /// [`Command::Finish`] arrived.
+    finishing: bool,
 }
 
 /// What placing an item gave.
@@ -483,7 +496,7 @@ impl<T: Archive + Encode> Owner<T> {
             self.take_rotations();
             self.look_at_progress(Instant::now());
             self.answer_syncs();
-            if !open {
+            if !open || self.finishing {
                 self.finish();
                 return;
             }
@@ -655,6 +668,7 @@ impl<T: Archive + Encode> Owner<T> {
                 }
             }
             Command::Sync(tx) => self.syncs.push(tx),
+            Command::Finish => self.finishing = true,
         }
     }
 
@@ -742,7 +756,10 @@ impl<T: Archive + Encode> Owner<T> {
         }
         self.next_look = now + self.cfg.progress.window / 8;
         let cap = self.p.segment().capacity() as u64;
-        let cut = self.progress.observe(now, cap, &self.p.readers_progress());
+        let blocker = self.blocked.map(|(r, _, _)| r);
+        let cut = self
+            .progress
+            .observe_blocked(now, cap, &self.p.readers_progress(), blocker);
         if cut.is_empty() {
             return;
         }
@@ -826,8 +843,9 @@ impl<T: Archive + Encode> Owner<T> {
         }
     }
 
-    /// The feeder is gone: place what is queued within `finish_wait`, drop the rest, close
-    /// the ring.
+    /// The feeder is gone: place what is queued within `finish_wait`; if a lossless reader
+    /// still leaves no room then, cut it off, drop the rest and stage one gap for what was
+    /// dropped (readers are told, in order, before the ring closes); close the ring.
     fn finish(&mut self) {
         let deadline = Instant::now() + self.cfg.finish_wait;
         let mut pending: Option<Item<T>> = self.held.take();
@@ -841,22 +859,17 @@ impl<T: Archive + Encode> Owner<T> {
             };
             match self.place(item) {
                 Placed::Done => {}
-                Placed::Blocked(item, _) => {
+                Placed::Blocked(item, reader) => {
                     self.commit();
                     if Instant::now() >= deadline {
-                        let rest = 1 + self.items.len() as u64;
-                        self.stats
-                            .dropped_at_finish
-                            .fetch_add(rest, Ordering::Relaxed);
-                        tracing::warn!(
-                            "shutting down: {rest} queued items dropped (a lossless reader left no room)"
-                        );
-                        while self.items.try_recv().is_ok() {}
+                        self.drop_at_finish(item, reader);
                         break;
                     }
                     while let Ok(c) = self.cmd.try_recv() {
                         self.command(c);
                     }
+                    self.look_at_progress(Instant::now());
+                    std::thread::sleep(Duration::from_millis(1));
                     pending = Some(item);
                 }
             }
@@ -866,6 +879,44 @@ impl<T: Archive + Encode> Owner<T> {
         self.p.close();
         for tx in self.syncs.drain(..) {
             let _ = tx.send(()); // the asker gave up: nothing to do
+        }
+    }
+
+    /// The finish deadline passed with `item` waiting for `reader`: drops it and the rest of
+    /// the queue (counted), cuts the reader off and stages a gap up to the last seq
+    /// dropped.
+    fn drop_at_finish(&mut self, item: Item<T>, reader: ReaderId) {
+        let last = |it: &Item<T>| match it {
+            Item::Record { seq, .. } => *seq,
+            Item::Gap { to, .. } => *to,
+        };
+        let mut up_to = last(&item);
+        let mut rest = 1u64;
+        while let Ok(it) = self.items.try_recv() {
+            up_to = up_to.max(last(&it));
+            rest += 1;
+        }
+        self.stats
+            .dropped_at_finish
+            .fetch_add(rest, Ordering::Relaxed);
+        tracing::warn!(
+            "shutting down: {rest} queued items dropped (lossless reader {reader} left no room); \
+             it is cut off and readers get a gap up to seq {up_to}"
+        );
+        self.cutting.insert(reader);
+        if self.rotate(&[reader]).is_ok() {
+            self.stats.cut_off.fetch_add(1, Ordering::Relaxed);
+        }
+        self.take_rotations();
+        if up_to >= self.p.next_seq() {
+            match self.p.stage_gap(up_to, self.cfg.hole_reason) {
+                Ok(()) => {
+                    self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                }
+                // Another lossless reader holds the new segment already: the close that
+                // follows still tells every reader the stream ended.
+                Err(e) => self.error("staging the gap at shutdown", &e),
+            }
         }
     }
 

@@ -63,14 +63,28 @@ impl Progress {
         capacity: u64,
         readers: &[ReaderProgress],
     ) -> Vec<ReaderId> {
+        self.observe_blocked(now, capacity, readers, None)
+    }
+
+    /// As [`observe`](Self::observe), with `blocker` the reader a record is waiting for
+    /// now: it holds the ring back whatever room it leaves (a large record may need more
+    /// than the quarter of the ring the rule below looks for).
+    pub fn observe_blocked(
+        &mut self,
+        now: Instant,
+        capacity: u64,
+        readers: &[ReaderProgress],
+        blocker: Option<ReaderId>,
+    ) -> Vec<ReaderId> {
         let mut cut = Vec::new();
         let mut seen = Vec::with_capacity(self.windows.len());
         for r in readers {
             if r.policy != Policy::Lossless || r.departed {
                 continue;
             }
-            // Holding back: less than a quarter of the ring left ahead of it.
-            if r.lag.saturating_add(capacity / 4) < capacity {
+            // Holding back: less than a quarter of the ring left ahead of it, or a record
+            // waits for it.
+            if r.lag.saturating_add(capacity / 4) < capacity && blocker != Some(r.id) {
                 self.windows.remove(&r.id);
                 continue;
             }

@@ -128,6 +128,9 @@ pub enum PublishError {
     /// The producer was closed.
     #[error("the ring is closed")]
     Closed,
+    /// The seq line reached `u64::MAX`: no further seq can follow.
+    #[error("the seq space is used up (u64::MAX)")]
+    SeqExhausted,
 }
 
 /// Reading from the ring stopped. None of these lose a record silently: ranges a reader

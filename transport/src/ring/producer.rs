@@ -421,8 +421,9 @@ impl<T: Archive> Producer<T> {
             });
         }
         let seq = self.next_seq;
+        let next = seq.checked_add(1).ok_or(PublishError::SeqExhausted)?;
         self.stage_frame(FrameKind::Record, seq, payload)?;
-        self.next_seq += 1;
+        self.next_seq = next;
         Ok(seq)
     }
 
@@ -430,17 +431,19 @@ impl<T: Archive> Producer<T> {
     /// application defines). Readers see it in order, as `Event::Gap`.
     ///
     /// # Errors
-    /// [`PublishError::GapBackwards`] if `to < next_seq`, or an error of the automatic commit.
+    /// [`PublishError::GapBackwards`] if `to < next_seq`, [`PublishError::SeqExhausted`] if
+    /// `to` is `u64::MAX`, or an error of the automatic commit.
     pub fn stage_gap(&mut self, to: u64, reason: u32) -> Result<(), PublishError> {
         let from = self.next_seq;
         if to < from {
             return Err(PublishError::GapBackwards { to, next: from });
         }
+        let next = to.checked_add(1).ok_or(PublishError::SeqExhausted)?;
         let mut payload = [0u8; GAP_PAYLOAD];
         payload[..8].copy_from_slice(&to.to_ne_bytes());
         payload[8..].copy_from_slice(&u64::from(reason).to_ne_bytes());
         self.stage_frame(FrameKind::Gap, from, &payload)?;
-        self.next_seq = to + 1;
+        self.next_seq = next;
         Ok(())
     }
 

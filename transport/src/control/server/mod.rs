@@ -124,6 +124,9 @@ struct Conn {
     queued: usize,
     /// Since when the connection has been waiting for a hello or sitting on half a message.
     idle_since: Option<Instant>,
+    /// Since when it has been closing (its last message on the way out): a peer that does
+    /// not read it is dropped after [`CLOSE_GRACE`].
+    closing_since: Option<Instant>,
     /// The segment epoch this client was last sent (welcome or switch).
     epoch: u64,
     queries: ConnQueries,
@@ -168,6 +171,10 @@ pub struct ServerStats {
     /// Segment switches that could not be sent (out of fds): those readers were closed.
     pub switch_failures: u64,
 }
+
+/// How long a closing connection may take to read its last message (the disconnect reason)
+/// before it is dropped unread.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The control socket's event loop.
 pub struct Server {
@@ -290,7 +297,13 @@ impl Server {
             let first_conn = fds.len();
             for t in &tokens {
                 let c = &self.conns[t];
-                let mut ev = PollFlags::POLLIN;
+                // A closing connection is not read any more: asking for POLLIN would make
+                // every poll return at once while its peer has bytes unread.
+                let mut ev = if c.sm.is_closing() {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::POLLIN
+                };
                 if !c.out.is_empty() {
                     ev |= PollFlags::POLLOUT;
                 }
@@ -317,6 +330,12 @@ impl Server {
             }
         }
         for (t, r) in tokens.iter().zip(ready) {
+            let closing = self.conns.get(t).is_some_and(|c| c.sm.is_closing());
+            if closing && r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                // Its peer is gone: nobody will read the last message.
+                self.drop_conn(*t);
+                continue;
+            }
             if r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                 self.read_conn(*t);
             }
@@ -350,6 +369,7 @@ impl Server {
         let mut at = |t: Instant| due = Some(due.map_or(t, |d| d.min(t)));
         for c in self.conns.values() {
             if c.sm.is_closing() {
+                at(c.closing_since.map_or(now, |t| t + CLOSE_GRACE));
                 continue;
             }
             if c.queued < QUERY_OUT_BOUND {
@@ -786,6 +806,20 @@ impl Server {
     }
 
     fn check_timeouts(&mut self) {
+        let now = Instant::now();
+        let mut unread = Vec::new();
+        for (t, c) in &mut self.conns {
+            if c.sm.is_closing() {
+                let since = *c.closing_since.get_or_insert(now);
+                if now.duration_since(since) >= CLOSE_GRACE {
+                    unread.push(*t);
+                }
+            }
+        }
+        for t in unread {
+            // Its last message (the reason) was not taken in time: the slot is needed more.
+            self.drop_conn(t);
+        }
         let limit = self.config.hello_timeout;
         let stale: Vec<u64> = self
             .conns
@@ -901,6 +935,7 @@ impl Server {
                 out: VecDeque::new(),
                 queued: 0,
                 idle_since: Some(Instant::now()),
+                closing_since: None,
                 epoch: 0,
                 queries: ConnQueries::default(),
                 status_sent: None,

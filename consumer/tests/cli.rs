@@ -458,3 +458,39 @@ fn control_characters_in_names_never_reach_the_terminal_raw() {
     assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
     assert!(out.contains("evil\\x0a\\x1b[31mname"), "{out}");
 }
+
+#[test]
+fn a_query_stuck_on_a_slow_page_leaves_status_answered() {
+    use std::sync::atomic::Ordering;
+    let (_dir, path) = socket_dir();
+    let fake = Fake::start(&path, history(), Config::default());
+    fake.publish(10, EventKind::Create);
+    let hold = fake.history.lock().unwrap().hold_queries.clone();
+    hold.store(true, Ordering::Relaxed);
+    // A query whose page does not come (the service's worker is busy with it).
+    let mut slow = firehose(&path)
+        .args(["query", "--since-seq", "1", "--until-seq", "10", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        slow.try_wait().unwrap().is_none(),
+        "the held query ended early"
+    );
+    // Meanwhile the control loop answers status, from another client.
+    let mut cmd = firehose(&path);
+    cmd.args(["status", "--json"]);
+    let (code, out, err) = output(cmd);
+    assert_eq!(code, 0, "status while a query is held: {err}");
+    assert!(out.contains("\"next_seq\""), "{out}");
+    hold.store(false, Ordering::Relaxed);
+    let mut lines = String::new();
+    slow.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut lines)
+        .unwrap();
+    assert_eq!(wait(slow).code(), Some(0));
+    assert_eq!(lines.lines().count(), 10);
+}

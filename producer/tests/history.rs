@@ -1191,3 +1191,89 @@ fn a_database_deleted_or_replaced_under_the_writer_is_reported_naming_the_file()
         assert!(reason.contains("Restart"), "says what to do: {reason}");
     }
 }
+
+/// A writer with `n` records (seq 1..=n), each with a path of `path_len` bytes.
+fn filled(dir: &tempfile::TempDir, n: u64, path_len: usize) -> PathBuf {
+    let path = db(dir);
+    let w = writer(&path);
+    for seq in 1..=n {
+        let mut e = ev(seq);
+        e.kind = EventKind::Create;
+        e.path = format!("/w/{seq:0>width$}", width = path_len.saturating_sub(3)).into_bytes();
+        assert!(w.submit(e));
+    }
+    w.flush().unwrap();
+    w.shutdown().unwrap();
+    path
+}
+
+#[test]
+fn a_selective_query_does_bounded_work_per_call_and_still_finds_its_row() {
+    use firehose_producer::history::SCAN_WINDOW;
+    let dir = tempfile::tempdir().unwrap();
+    let n = 4 * SCAN_WINDOW;
+    let path = filled(&dir, n, 16);
+    let r = HistoryReader::open(&path).unwrap();
+    // No row is an overflow: each call may run one statement over one window.
+    let q = HistoryQuery {
+        kinds: 1 << EventKind::Overflow as u8,
+        ..HistoryQuery::default()
+    };
+    let mut c = r.query(&q, false).unwrap().with_scans_per_call(1);
+    let mut out = Vec::new();
+    let mut calls = 0;
+    let end = loop {
+        calls += 1;
+        assert!(calls < 1000, "never ended");
+        if let Some(end) = c.next_page(&mut out, 1000).unwrap() {
+            break end;
+        }
+        assert!(out.is_empty());
+    };
+    assert_eq!(end, QueryEnd::Complete);
+    assert!(out.is_empty());
+    assert!(
+        calls >= 4,
+        "{calls} calls: a call scanned more than one window"
+    );
+    // A matching kind at the very end is found.
+    let q = HistoryQuery {
+        kinds: 1 << EventKind::Create as u8,
+        seq: Some((n, n)),
+        ..HistoryQuery::default()
+    };
+    let (rows, end) = all(&r, &q, false, 1000);
+    assert_eq!((rows.len(), end), (1, QueryEnd::Complete));
+}
+
+#[test]
+fn pages_are_cut_by_bytes_and_a_row_over_the_budget_still_moves_the_answer_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = filled(&dir, 100, 4000);
+    let r = HistoryReader::open(&path).unwrap();
+    let mut c = r.query(&everything(), false).unwrap();
+    let budget = 64 << 10;
+    let mut got = 0;
+    let mut pages = 0;
+    loop {
+        let mut out = Vec::new();
+        let end = c.next_page_within(&mut out, 1000, budget).unwrap();
+        let bytes: usize = out
+            .iter()
+            .map(firehose_transport::control::wire::row_len)
+            .sum();
+        assert!(bytes <= budget, "a page of {bytes} bytes");
+        got += out.len();
+        pages += 1;
+        if end.is_some() {
+            break;
+        }
+    }
+    assert_eq!(got, 100);
+    assert!(pages >= 7, "{pages} pages for 400 KB under a 64 KiB budget");
+    // One row longer than the budget alone is still sent, so the answer moves on.
+    let mut c = r.query(&everything(), false).unwrap();
+    let mut out = Vec::new();
+    c.next_page_within(&mut out, 1000, 100).unwrap();
+    assert_eq!(out.len(), 1);
+}

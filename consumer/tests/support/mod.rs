@@ -28,6 +28,8 @@ pub struct History {
     pub oldest: u64,
     /// Newest committed seq: queries past it wait.
     pub committed: u64,
+    /// While set, a query's next page does not come (a slow statement on a huge table).
+    pub hold_queries: Arc<AtomicBool>,
 }
 
 pub type SharedHistory = Arc<Mutex<History>>;
@@ -102,6 +104,10 @@ struct Rows {
 impl QueryRows for Rows {
     fn next_rows(&mut self, out: &mut Vec<FileEvent>, budget: PageBudget) -> QueryStep {
         let max = budget.rows;
+        let hold = self.h.lock().unwrap().hold_queries.clone();
+        while hold.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let h = self.h.lock().unwrap();
         let (lo, hi) = self.q.seq.unwrap_or((0, u64::MAX));
         if !self.started {

@@ -36,7 +36,7 @@ pub mod writer;
 
 pub use error::HistoryError;
 pub use health::{Health, WriterStats};
-pub use query::{HistoryReader, Info, QueryCursor};
+pub use query::{HistoryReader, Info, QueryCursor, SCANS_PER_CALL, SCAN_WINDOW};
 pub use retention::Retention;
 pub use writer::{Cached, HistoryWriter, WriterConfig};
 

@@ -163,6 +163,7 @@ impl HistoryReader {
             start_lo: lo,
             // Only a range that starts above seq 0 can start inside an earlier gap.
             lead_checked: q.seq.is_none() || lo == 0,
+            scans_per_call: SCANS_PER_CALL,
             end,
             done: false,
         })
@@ -209,9 +210,19 @@ pub struct QueryCursor<'r> {
     end: Option<QueryEnd>,
     /// The end was returned once.
     done: bool,
+    /// Statements one call runs at most.
+    scans_per_call: usize,
 }
 
 impl QueryCursor<'_> {
+    /// Runs at most `n` statements (each over at most [`SCAN_WINDOW`] seqs) per call
+    /// instead of [`SCANS_PER_CALL`]: shorter calls for a caller that must answer others
+    /// between them. At least 1.
+    pub fn with_scans_per_call(mut self, n: usize) -> Self {
+        self.scans_per_call = n.max(1);
+        self
+    }
+
     /// Appends up to `max_rows` matching rows to `out`. Returns `Some(end)` when the answer
     /// is over (the rows appended by this call still belong to it), `None` when more may
     /// follow. A call may append fewer rows than asked, even none, and still return `None`
@@ -256,7 +267,7 @@ impl QueryCursor<'_> {
         if !self.reverse && !self.lead_checked && want > 0 {
             self.lead_gap(out, &mut got)?;
         }
-        for _ in 0..SCANS_PER_CALL {
+        for _ in 0..self.scans_per_call {
             if got >= want || bytes.full() {
                 break;
             }

@@ -1153,3 +1153,40 @@ pub fn decode_body<M: Codec>(body: &[u8]) -> Result<M, DecodeError> {
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod fit_tests {
+    use super::*;
+
+    #[test]
+    fn a_status_with_thousands_of_long_named_readers_and_4k_paths_fits_one_message() {
+        let path = |i: usize| format!("/{}{i}", "p".repeat(4000));
+        let mut st = Status {
+            readers: (0..5000)
+                .map(|i| ReaderStatus {
+                    id: i as u64,
+                    pid: 1,
+                    uid: 0,
+                    name: "n".repeat(4000),
+                    policy: Policy::Lagging,
+                    lag_bytes: i as u64,
+                })
+                .collect(),
+            roots: (0..300).map(path).collect(),
+            roots_gone: (0..300).map(path).collect(),
+            unwatched: (0..64).map(path).collect(),
+            health: "h".repeat(4000),
+            storage: "s".repeat(4000),
+            ..Status::default()
+        };
+        st.fit();
+        assert_eq!(st.readers_total, 5000);
+        assert_eq!(st.readers.len(), Status::READERS_LISTED);
+        assert_eq!(
+            st.readers[0].lag_bytes, 4999,
+            "the furthest behind are kept"
+        );
+        let frame = encode_frame(&ServerMsg::Status(Box::new(st)), 0);
+        assert!(frame.len() <= MAX_MESSAGE, "{} bytes", frame.len());
+    }
+}

@@ -3,9 +3,8 @@
 //! rest is listed in `status`, one [`WatchEvent::WatchLimit`] and one log line say what to do,
 //! and the unwatched directories are retried whenever the kernel frees watches.
 
-use super::backend::now_ns;
 use super::core::Core;
-use super::{EventKind, OverflowReason, WatchEvent, WatchLimit};
+use super::{OverflowReason, WatchEvent, WatchLimit};
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
@@ -160,18 +159,7 @@ impl Core {
             if self.ignore.contains(&path) {
                 continue;
             }
-            let size = ft
-                .is_file()
-                .then(|| entry.metadata().ok().map(|m| m.len()))
-                .flatten();
-            self.emit_raw(
-                EventKind::Create,
-                path.clone(),
-                None,
-                ft.is_dir(),
-                size,
-                now_ns(),
-            );
+            self.report_listed(&entry, ft);
             names.insert(entry.file_name(), entry.ino());
             if ft.is_dir() {
                 subdirs.push(path);

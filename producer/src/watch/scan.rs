@@ -275,13 +275,7 @@ impl Core {
                     continue;
                 }
                 if report {
-                    let size = if ft.is_file() {
-                        entry.metadata().ok().map(|m| m.len())
-                    } else {
-                        None
-                    };
-                    let t = now_ns();
-                    self.emit_raw(EventKind::Create, path.clone(), None, ft.is_dir(), size, t);
+                    self.report_listed(&entry, ft);
                     if watched {
                         names.insert(entry.file_name(), entry.ino());
                     }
@@ -294,6 +288,23 @@ impl Core {
                 self.dedupe.remember(dir, names);
             }
         }
+    }
+
+    /// Reports one entry a listing found, as created (with its size if it is a file).
+    pub(crate) fn report_listed(&mut self, entry: &std::fs::DirEntry, ft: std::fs::FileType) {
+        let size = if ft.is_file() {
+            entry.metadata().ok().map(|m| m.len())
+        } else {
+            None
+        };
+        self.emit_raw(
+            EventKind::Create,
+            entry.path(),
+            None,
+            ft.is_dir(),
+            size,
+            now_ns(),
+        );
     }
 
     /// Remembers a new directory whose scan could not run.

@@ -5,8 +5,7 @@
 
 use super::core::Core;
 use super::{OverflowReason, WatchEvent, WatchLimit};
-use std::collections::{BTreeSet, HashMap};
-use std::os::unix::fs::DirEntryExt;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -149,23 +148,8 @@ impl Core {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
-        let mut names = HashMap::new();
         let mut subdirs = Vec::new();
-        for entry in entries.flatten() {
-            let Ok(ft) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if self.ignore.contains(&path) {
-                continue;
-            }
-            self.report_listed(&entry, ft);
-            names.insert(entry.file_name(), entry.ino());
-            if ft.is_dir() {
-                subdirs.push(path);
-            }
-        }
-        self.dedupe.remember(dir.to_path_buf(), names);
+        self.list_dir(dir.to_path_buf(), entries, true, true, &mut subdirs);
         for sub in subdirs {
             self.watch_tree(&sub, true);
         }

@@ -265,46 +265,56 @@ impl Core {
                     continue;
                 }
             };
-            let mut names = HashMap::new();
-            for entry in entries.flatten() {
-                let Ok(ft) = entry.file_type() else {
-                    continue;
-                };
-                let path = entry.path();
-                if self.ignore.contains(&path) {
-                    continue;
-                }
-                if report {
-                    self.report_listed(&entry, ft);
-                    if watched {
-                        names.insert(entry.file_name(), entry.ino());
-                    }
-                }
-                if ft.is_dir() {
-                    stack.push(path);
-                }
-            }
-            if report {
-                self.dedupe.remember(dir, names);
-            }
+            self.list_dir(dir, entries, report, watched, &mut stack);
         }
     }
 
-    /// Reports one entry a listing found, as created (with its size if it is a file).
-    pub(crate) fn report_listed(&mut self, entry: &std::fs::DirEntry, ft: std::fs::FileType) {
-        let size = if ft.is_file() {
-            entry.metadata().ok().map(|m| m.len())
-        } else {
-            None
-        };
-        self.emit_raw(
-            EventKind::Create,
-            entry.path(),
-            None,
-            ft.is_dir(),
-            size,
-            now_ns(),
-        );
+    /// Goes through one listing of `dir`: with `report`, each entry is reported as created
+    /// (with its size if it is a file) and, if `dir` is watched (`remember`), its name and
+    /// inode are remembered against the late kernel events for it; subdirectories go onto
+    /// `subdirs`. Ignored paths are skipped.
+    pub(crate) fn list_dir(
+        &mut self,
+        dir: PathBuf,
+        entries: std::fs::ReadDir,
+        report: bool,
+        remember: bool,
+        subdirs: &mut Vec<PathBuf>,
+    ) {
+        let mut names = HashMap::new();
+        for entry in entries.flatten() {
+            let Ok(ft) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if self.ignore.contains(&path) {
+                continue;
+            }
+            if report {
+                let size = if ft.is_file() {
+                    entry.metadata().ok().map(|m| m.len())
+                } else {
+                    None
+                };
+                self.emit_raw(
+                    EventKind::Create,
+                    path.clone(),
+                    None,
+                    ft.is_dir(),
+                    size,
+                    now_ns(),
+                );
+                if remember {
+                    names.insert(entry.file_name(), entry.ino());
+                }
+            }
+            if ft.is_dir() {
+                subdirs.push(path);
+            }
+        }
+        if report {
+            self.dedupe.remember(dir, names);
+        }
     }
 
     /// Remembers a new directory whose scan could not run.

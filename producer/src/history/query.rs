@@ -111,17 +111,7 @@ impl HistoryReader {
     /// # Errors
     /// [`HistoryError::Sqlite`].
     pub fn oldest_seq(&self) -> Result<Option<u64>, HistoryError> {
-        if let Some(b) = retention::boundary(&self.conn, &self.path)? {
-            return Ok(Some(b));
-        }
-        let first: Option<i64> = self
-            .conn
-            .query_row("SELECT seq FROM events ORDER BY seq LIMIT 1", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .ctx(&self.path)?;
-        Ok(first.map(|v| v as u64))
+        retention::oldest(&self.conn, &self.path)
     }
 
     /// Starts answering `q`, oldest first, or newest first if `reverse`. Nothing is read

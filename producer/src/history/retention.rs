@@ -73,6 +73,24 @@ pub fn boundary(conn: &Connection, path: &Path) -> Result<Option<u64>, HistoryEr
     Ok(retention_range(conn, path)?.map(|(_, to)| to + 1))
 }
 
+/// The oldest seq history reaches back to: the retention boundary, else the first row
+/// (`None`: empty).
+///
+/// # Errors
+/// [`HistoryError::Sqlite`].
+pub fn oldest(conn: &Connection, path: &Path) -> Result<Option<u64>, HistoryError> {
+    if let Some(b) = boundary(conn, path)? {
+        return Ok(Some(b));
+    }
+    let first: Option<i64> = conn
+        .query_row("SELECT seq FROM events ORDER BY seq LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .ctx(path)?;
+    Ok(first.map(|v| v as u64))
+}
+
 /// Bytes of pages in use.
 ///
 /// # Errors

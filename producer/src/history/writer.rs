@@ -99,7 +99,9 @@ struct Shared {
     duplicates: AtomicU64,
     retention_removed: AtomicU64,
     /// Rows in the database, kept current by the writer (counted once at start), so that
-    /// nobody else ever runs `count(*)` over millions of rows.
+    /// nobody else ever runs `count(*)` over millions of rows. This and the next two are
+    /// Relaxed: each is a figure read alone (status, the welcome's bounds); no other memory
+    /// is published through them.
     db_rows: AtomicU64,
     /// Bytes of pages in use, refreshed at most once a second after commits.
     db_bytes: AtomicU64,
@@ -802,17 +804,7 @@ impl Thread {
     }
 
     fn refresh_oldest(&mut self) {
-        let oldest = retention::boundary(&self.conn, &self.path)
-            .ok()
-            .flatten()
-            .or_else(|| {
-                self.conn
-                    .query_row("SELECT seq FROM events ORDER BY seq LIMIT 1", [], |r| {
-                        r.get::<_, i64>(0)
-                    })
-                    .ok()
-                    .map(|v| v as u64)
-            });
+        let oldest = retention::oldest(&self.conn, &self.path).ok().flatten();
         self.shared
             .oldest_plus1
             .store(oldest.map_or(0, |o| o.saturating_add(1)), Ordering::Relaxed);

@@ -108,6 +108,8 @@ fn file_event() -> FileEvent {
         path_to: None,
         rule: 3,
         size: Some(4096),
+        reconciled: false,
+        blind: None,
         gap: None,
     }
 }

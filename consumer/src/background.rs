@@ -225,6 +225,8 @@ mod tests {
             path_to: None,
             rule: 0,
             size: None,
+            reconciled: false,
+            blind: None,
             gap: None,
         })
     }

@@ -12,8 +12,8 @@
 
 use firehose_transport::control::wire::DisconnectReason;
 use firehose_transport::record::{
-    ArchivedEventKind, ArchivedFileEvent, ArchivedGapReason, EventKind, FileEvent, GapInfo,
-    GapReason,
+    ArchivedBlindReason, ArchivedEventKind, ArchivedFileEvent, ArchivedGapReason, BlindInfo,
+    BlindReason, EventKind, FileEvent, GapInfo, GapReason,
 };
 
 /// A history database's instance id (16 bytes, shown as 32 hex digits).
@@ -61,7 +61,7 @@ impl<'a> Record<'a> {
     ///
     /// # Examples
     /// ```
-    /// # let ev = firehose_consumer::FileEvent { seq: 3, time_ns: 0, kind: firehose_consumer::EventKind::Create, path: vec![], path_to: None, rule: 0, size: None, gap: None };
+    /// # let ev = firehose_consumer::FileEvent { seq: 3, time_ns: 0, kind: firehose_consumer::EventKind::Create, path: vec![], path_to: None, rule: 0, size: None, gap: None, reconciled: false, blind: None };
     /// assert_eq!(firehose_consumer::Record::Stored(&ev).seq(), 3);
     /// ```
     pub fn seq(&self) -> u64 {
@@ -75,7 +75,7 @@ impl<'a> Record<'a> {
     ///
     /// # Examples
     /// ```
-    /// # let ev = firehose_consumer::FileEvent { seq: 3, time_ns: 9, kind: firehose_consumer::EventKind::Create, path: vec![], path_to: None, rule: 0, size: None, gap: None };
+    /// # let ev = firehose_consumer::FileEvent { seq: 3, time_ns: 9, kind: firehose_consumer::EventKind::Create, path: vec![], path_to: None, rule: 0, size: None, gap: None, reconciled: false, blind: None };
     /// assert_eq!(firehose_consumer::Record::Stored(&ev).time_ns(), 9);
     /// ```
     pub fn time_ns(&self) -> u64 {
@@ -90,7 +90,7 @@ impl<'a> Record<'a> {
     /// # Examples
     /// ```
     /// use firehose_consumer::{EventKind, FileEvent, Record};
-    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Remove, path: vec![], path_to: None, rule: 0, size: None, gap: None };
+    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Remove, path: vec![], path_to: None, rule: 0, size: None, gap: None, reconciled: false, blind: None };
     /// assert_eq!(Record::Stored(&ev).kind(), EventKind::Remove);
     /// ```
     pub fn kind(&self) -> EventKind {
@@ -105,7 +105,7 @@ impl<'a> Record<'a> {
     /// # Examples
     /// ```
     /// # use firehose_consumer::{EventKind, FileEvent, Record};
-    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Remove, path: b"/a".to_vec(), path_to: None, rule: 0, size: None, gap: None };
+    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Remove, path: b"/a".to_vec(), path_to: None, rule: 0, size: None, gap: None, reconciled: false, blind: None };
     /// assert_eq!(Record::Stored(&ev).path(), b"/a");
     /// ```
     pub fn path(&self) -> &'a [u8] {
@@ -120,7 +120,7 @@ impl<'a> Record<'a> {
     /// # Examples
     /// ```
     /// # use firehose_consumer::{EventKind, FileEvent, Record};
-    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Rename, path: b"/a".to_vec(), path_to: Some(b"/b".to_vec()), rule: 0, size: None, gap: None };
+    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Rename, path: b"/a".to_vec(), path_to: Some(b"/b".to_vec()), rule: 0, size: None, gap: None, reconciled: false, blind: None };
     /// assert_eq!(Record::Stored(&ev).path_to(), Some(&b"/b"[..]));
     /// ```
     pub fn path_to(&self) -> Option<&'a [u8]> {
@@ -135,7 +135,7 @@ impl<'a> Record<'a> {
     /// # Examples
     /// ```
     /// # use firehose_consumer::{EventKind, FileEvent, Record};
-    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Rename, path: vec![], path_to: None, rule: 4, size: None, gap: None };
+    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Rename, path: vec![], path_to: None, rule: 4, size: None, gap: None, reconciled: false, blind: None };
     /// assert_eq!(Record::Stored(&ev).rule(), 4);
     /// ```
     pub fn rule(&self) -> u32 {
@@ -150,7 +150,7 @@ impl<'a> Record<'a> {
     /// # Examples
     /// ```
     /// # use firehose_consumer::{EventKind, FileEvent, Record};
-    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Modify, path: vec![], path_to: None, rule: 4, size: Some(10), gap: None };
+    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Modify, path: vec![], path_to: None, rule: 4, size: Some(10), gap: None, reconciled: false, blind: None };
     /// assert_eq!(Record::Stored(&ev).size(), Some(10));
     /// ```
     pub fn size(&self) -> Option<u64> {
@@ -160,12 +160,38 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// Whether a reconcile after a blind period found this change.
+    ///
+    /// # Examples
+    /// ```
+    /// # use firehose_consumer::{EventKind, FileEvent, Record};
+    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Create, path: vec![], path_to: None, rule: 4, size: None, gap: None, reconciled: true, blind: None };
+    /// assert!(Record::Stored(&ev).reconciled());
+    /// ```
+    pub fn reconciled(&self) -> bool {
+        match self {
+            Record::Live(a) => a.reconciled,
+            Record::Stored(e) => e.reconciled,
+        }
+    }
+
+    /// For a BlindStart or BlindEnd record: why the service was blind, and since when.
+    pub fn blind(&self) -> Option<BlindInfo> {
+        match self {
+            Record::Live(a) => a.blind.as_ref().map(|b| BlindInfo {
+                reason: blind_reason_of(&b.reason),
+                since_ns: b.since_ns.to_native(),
+            }),
+            Record::Stored(e) => e.blind,
+        }
+    }
+
     /// The archived form, if the record came zero-copy from the ring.
     ///
     /// # Examples
     /// ```
     /// # use firehose_consumer::{EventKind, FileEvent, Record};
-    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Modify, path: vec![], path_to: None, rule: 4, size: Some(10), gap: None };
+    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Modify, path: vec![], path_to: None, rule: 4, size: Some(10), gap: None, reconciled: false, blind: None };
     /// assert!(Record::Stored(&ev).archived().is_none());
     /// ```
     pub fn archived(&self) -> Option<&'a ArchivedFileEvent> {
@@ -180,7 +206,7 @@ impl<'a> Record<'a> {
     /// # Examples
     /// ```
     /// # use firehose_consumer::{EventKind, FileEvent, Record};
-    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Modify, path: vec![], path_to: None, rule: 4, size: Some(10), gap: None };
+    /// # let ev = FileEvent { seq: 3, time_ns: 9, kind: EventKind::Modify, path: vec![], path_to: None, rule: 4, size: Some(10), gap: None, reconciled: false, blind: None };
     /// assert_eq!(Record::Stored(&ev).to_file_event(), ev);
     /// ```
     pub fn to_file_event(&self) -> FileEvent {
@@ -193,6 +219,11 @@ impl<'a> Record<'a> {
                 path_to: a.path_to.as_ref().map(|p| p.as_slice().to_vec()),
                 rule: a.rule.to_native(),
                 size: a.size.as_ref().map(|s| s.to_native()),
+                reconciled: a.reconciled,
+                blind: a.blind.as_ref().map(|b| BlindInfo {
+                    reason: blind_reason_of(&b.reason),
+                    since_ns: b.since_ns.to_native(),
+                }),
                 gap: a.gap.as_ref().map(|g| GapInfo {
                     to: g.to.to_native(),
                     reason: reason_of(&g.reason),
@@ -214,6 +245,16 @@ fn kind_of(k: &ArchivedEventKind) -> EventKind {
         ArchivedEventKind::Overflow => EventKind::Overflow,
         ArchivedEventKind::Gap => EventKind::Gap,
         ArchivedEventKind::Other => EventKind::Other,
+        ArchivedEventKind::BlindStart => EventKind::BlindStart,
+        ArchivedEventKind::BlindEnd => EventKind::BlindEnd,
+    }
+}
+
+fn blind_reason_of(r: &ArchivedBlindReason) -> BlindReason {
+    match r {
+        ArchivedBlindReason::Overflow => BlindReason::Overflow,
+        ArchivedBlindReason::Stopped => BlindReason::Stopped,
+        ArchivedBlindReason::Crashed => BlindReason::Crashed,
     }
 }
 

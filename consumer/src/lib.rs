@@ -82,6 +82,7 @@ pub use firehose_transport::control::wire::{
     DisconnectReason, HistoryQuery, Notice, QueryEnd, ReaderStatus, StartAt, Status, StatusCounters,
 };
 pub use firehose_transport::record::{
-    ArchivedEventKind, ArchivedFileEvent, EventKind, FileEvent, GapInfo, GapReason,
+    ArchivedEventKind, ArchivedFileEvent, BlindInfo, BlindReason, EventKind, FileEvent, GapInfo,
+    GapReason,
 };
 pub use firehose_transport::ring::{Policy, ReadError};

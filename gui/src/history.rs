@@ -207,6 +207,8 @@ mod tests {
             path_to: None,
             rule: 1,
             size: None,
+            reconciled: false,
+            blind: None,
             gap: None,
         }
     }

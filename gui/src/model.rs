@@ -448,6 +448,8 @@ mod tests {
             path_to: None,
             rule: 1,
             size: None,
+            reconciled: false,
+            blind: None,
             gap: None,
         })
     }
@@ -542,6 +544,8 @@ mod tests {
                 path_to: Some(path.to_vec()),
                 rule: 1,
                 size: None,
+                reconciled: false,
+                blind: None,
                 gap: None,
             };
             assert_eq!(Row::from_owned(e.clone()), Row::from_event(&e));

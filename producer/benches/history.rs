@@ -34,6 +34,8 @@ fn ev(seq: u64) -> FileEvent {
             .then(|| format!("/home/user/tmp/x{seq}.rs").into_bytes()),
         rule: (seq % 7) as u32,
         size: Some(seq % 65_536),
+        reconciled: false,
+        blind: None,
         gap: None,
     }
 }

@@ -53,6 +53,8 @@ pub(crate) fn event(seq: u64, now_ns: u64) -> FileEvent {
         path_to: None,
         rule: (seq % 3) as u32,
         size: Some(seq % 65_536),
+        reconciled: false,
+        blind: None,
         gap: None,
     }
 }

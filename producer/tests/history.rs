@@ -27,6 +27,8 @@ fn ev(seq: u64) -> FileEvent {
         path_to: None,
         rule: (seq % 3) as u32,
         size: Some(seq * 10),
+        reconciled: false,
+        blind: None,
         gap: None,
     }
 }
@@ -40,6 +42,8 @@ fn gap(from: u64, to: u64, reason: GapReason) -> FileEvent {
         path_to: None,
         rule: 0,
         size: None,
+        reconciled: false,
+        blind: None,
         gap: Some(GapInfo { to, reason }),
     }
 }

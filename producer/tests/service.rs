@@ -592,6 +592,8 @@ fn a_query_paged_across_a_gap_row_sends_it_once() {
         path_to: None,
         rule: 0,
         size: None,
+        reconciled: false,
+        blind: None,
         gap: None,
     };
     let w = HistoryWriter::open(&db, WriterConfig::default()).unwrap();
@@ -601,6 +603,8 @@ fn a_query_paged_across_a_gap_row_sends_it_once() {
     assert!(w.submit(FileEvent {
         kind: EventKind::Gap,
         path: Vec::new(),
+        reconciled: false,
+        blind: None,
         gap: Some(GapInfo {
             to: 1100,
             reason: GapReason::NotStored,

@@ -26,11 +26,19 @@ pub enum EventKind {
     Gap,
     /// Anything else the watcher reported.
     Other,
+    /// The service could not see changes under `path` (every root if empty) from
+    /// `blind.since_ns` until now, for `blind.reason`: the records up to the matching
+    /// [`EventKind::BlindEnd`] are what a walk of the disk found changed meanwhile, each
+    /// marked `reconciled`.
+    BlindStart,
+    /// Closes the blind range its [`EventKind::BlindStart`] opened: history again matches
+    /// the disk.
+    BlindEnd,
 }
 
 impl EventKind {
     /// Every kind, in the order documents, the command line and the monitors list them.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Create,
         EventKind::Modify,
         EventKind::CloseWrite,
@@ -40,11 +48,13 @@ impl EventKind {
         EventKind::Overflow,
         EventKind::Gap,
         EventKind::Other,
+        EventKind::BlindStart,
+        EventKind::BlindEnd,
     ];
 
     /// The kinds a filter rule can name and the monitors toggle: all but `Gap` and
     /// `Other`, in the same order.
-    pub const FILTERABLE: [EventKind; 7] = [
+    pub const FILTERABLE: [EventKind; 9] = [
         EventKind::Create,
         EventKind::Modify,
         EventKind::CloseWrite,
@@ -52,6 +62,8 @@ impl EventKind {
         EventKind::Remove,
         EventKind::Rename,
         EventKind::Overflow,
+        EventKind::BlindStart,
+        EventKind::BlindEnd,
     ];
 
     /// Its name in filter documents, JSON output and on the command line.
@@ -66,7 +78,14 @@ impl EventKind {
             EventKind::Overflow => "overflow",
             EventKind::Gap => "gap",
             EventKind::Other => "other",
+            EventKind::BlindStart => "blind_start",
+            EventKind::BlindEnd => "blind_end",
         }
+    }
+
+    /// The kind for its code (`kind as u8`), as history and the wire store it.
+    pub fn from_code(code: u8) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| *k as u8 == code)
     }
 
     /// The kind named `name` (exactly, lower case).
@@ -114,6 +133,50 @@ impl GapReason {
     }
 }
 
+/// Why the service could not see changes for a while.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]
+#[repr(u8)]
+pub enum BlindReason {
+    /// Events were lost: a kernel or watcher queue overflowed.
+    Overflow = 1,
+    /// The service was stopped.
+    Stopped = 2,
+    /// The service crashed or was killed.
+    Crashed = 3,
+}
+
+impl BlindReason {
+    /// Its name in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlindReason::Overflow => "overflow",
+            BlindReason::Stopped => "stopped",
+            BlindReason::Crashed => "crashed",
+        }
+    }
+
+    /// The reason for a stored code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => BlindReason::Overflow,
+            2 => BlindReason::Stopped,
+            3 => BlindReason::Crashed,
+            _ => return None,
+        })
+    }
+}
+
+/// The reason and start of a blind range (on its BlindStart and BlindEnd records).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BlindInfo {
+    /// Why the service was blind.
+    pub reason: BlindReason,
+    /// Since when (ns since the epoch; 0 if not known).
+    pub since_ns: u64,
+}
+
 /// The end and reason of a gap record.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -144,6 +207,11 @@ pub struct FileEvent {
     pub size: Option<u64>,
     /// For a gap record, its end and reason.
     pub gap: Option<GapInfo>,
+    /// Whether a reconcile after a blind period found this change (rather than the kernel
+    /// reporting it as it happened).
+    pub reconciled: bool,
+    /// For BlindStart and BlindEnd records, why and since when.
+    pub blind: Option<BlindInfo>,
 }
 
 impl ArchivedFileEvent {
@@ -169,6 +237,11 @@ mod tests {
             rule: 3,
             size: Some(10),
             gap: None,
+            reconciled: true,
+            blind: Some(BlindInfo {
+                reason: BlindReason::Crashed,
+                since_ns: 5,
+            }),
         };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&ev).unwrap();
         let a = rkyv::access::<ArchivedFileEvent, rkyv::rancor::Error>(&bytes).unwrap();

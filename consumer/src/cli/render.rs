@@ -76,7 +76,9 @@ fn inotify_names(k: EventKind) -> &'static str {
         EventKind::Remove => "DELETE",
         EventKind::Rename => "MOVED_FROM,MOVED_TO",
         EventKind::Overflow => "Q_OVERFLOW",
-        EventKind::Gap | EventKind::Other => "UNKNOWN",
+        EventKind::Gap | EventKind::Other | EventKind::BlindStart | EventKind::BlindEnd => {
+            "UNKNOWN"
+        }
     }
 }
 
@@ -120,6 +122,16 @@ fn write_record(out: &mut impl Write, style: &Style, r: &Record<'_>) -> io::Resu
             if let Some(to) = r.path_to() {
                 write!(out, " -> {}", escape_path(to))?;
             }
+            if let Some(b) = r.blind() {
+                write!(out, "  ({}", b.reason.name())?;
+                if b.since_ns > 0 {
+                    write!(out, " since {}", rfc3339(b.since_ns))?;
+                }
+                write!(out, ")")?;
+            }
+            if r.reconciled() {
+                write!(out, "  reconciled")?;
+            }
             writeln!(out, "  rule {}", r.rule())
         }
         Style::Json => {
@@ -133,6 +145,15 @@ fn write_record(out: &mut impl Write, style: &Style, r: &Record<'_>) -> io::Resu
             )?;
             if let Some(to) = r.path_to() {
                 write!(out, ",\"to\":{}", json_str(&escape_path(to)))?;
+            }
+            if r.reconciled() {
+                write!(out, ",\"reconciled\":true")?;
+            }
+            if let Some(b) = r.blind() {
+                write!(out, ",\"blind\":\"{}\"", b.reason.name())?;
+                if b.since_ns > 0 {
+                    write!(out, ",\"since\":\"{}\"", rfc3339(b.since_ns))?;
+                }
             }
             write!(out, ",\"rule\":{},\"size\":", r.rule())?;
             match r.size() {

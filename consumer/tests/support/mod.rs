@@ -51,6 +51,8 @@ pub fn event(seq: u64, kind: EventKind) -> FileEvent {
         path_to: None,
         rule: 1,
         size: Some(seq),
+        reconciled: false,
+        blind: None,
         gap: None,
     }
 }
@@ -64,6 +66,8 @@ pub fn gap_row(from: u64, to: u64, reason: GapReason) -> FileEvent {
         path_to: None,
         rule: 0,
         size: None,
+        reconciled: false,
+        blind: None,
         gap: Some(GapInfo { to, reason }),
     }
 }

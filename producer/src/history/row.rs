@@ -3,15 +3,18 @@
 //! Unsigned values are stored as SQLite's signed 64-bit integers by bit pattern: seqs and
 //! times below 2^63 (every realistic one) keep their order.
 
-use firehose_transport::record::{EventKind, FileEvent, GapInfo, GapReason};
+use firehose_transport::record::{
+    BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapReason,
+};
 use rusqlite::{params, Connection, Row};
 
 /// The columns, in the order [`from_row`] reads them.
-pub(crate) const COLUMNS: &str =
-    "seq, time_ns, kind, path, path_to, rule, size, gap_to, gap_reason";
+pub(crate) const COLUMNS: &str = "seq, time_ns, kind, path, path_to, rule, size, gap_to, \
+                                  gap_reason, reconciled, blind_reason, blind_since";
 
 const INSERT: &str = "INSERT OR IGNORE INTO events(seq, time_ns, kind, path, path_to, rule, size, \
-                      gap_to, gap_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+                      gap_to, gap_reason, reconciled, blind_reason, blind_since) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// Inserts one record; returns false if its seq was already stored.
 pub(crate) fn insert(conn: &Connection, ev: &FileEvent) -> rusqlite::Result<bool> {
@@ -26,6 +29,9 @@ pub(crate) fn insert(conn: &Connection, ev: &FileEvent) -> rusqlite::Result<bool
         ev.size.map(|s| s as i64),
         ev.gap.map(|g| g.to as i64),
         ev.gap.map(|g| g.reason.code()),
+        ev.reconciled,
+        ev.blind.map(|b| b.reason as u8),
+        ev.blind.map(|b| b.since_ns as i64),
     ])?;
     Ok(n == 1)
 }
@@ -40,6 +46,8 @@ pub(crate) fn gap(from: u64, to: u64, reason: GapReason, time_ns: u64) -> FileEv
         path_to: None,
         rule: 0,
         size: None,
+        reconciled: false,
+        blind: None,
         gap: Some(GapInfo { to, reason }),
     }
 }
@@ -51,17 +59,10 @@ pub(crate) fn last_seq(ev: &FileEvent) -> u64 {
 
 /// The kind for a stored code (unknown codes read as `Other`).
 pub(crate) fn kind_from_code(code: i64) -> EventKind {
-    match code {
-        0 => EventKind::Create,
-        1 => EventKind::Modify,
-        2 => EventKind::CloseWrite,
-        3 => EventKind::Metadata,
-        4 => EventKind::Remove,
-        5 => EventKind::Rename,
-        6 => EventKind::Overflow,
-        7 => EventKind::Gap,
-        _ => EventKind::Other,
-    }
+    u8::try_from(code)
+        .ok()
+        .and_then(EventKind::from_code)
+        .unwrap_or(EventKind::Other)
 }
 
 /// Reads a row selected with [`COLUMNS`].
@@ -76,6 +77,15 @@ pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<FileEvent> {
         }),
         _ => None,
     };
+    let blind_reason: Option<i64> = r.get(10)?;
+    let blind = blind_reason.map(|code| BlindInfo {
+        // An unknown reason from a newer build reads as a crash: still a blind range.
+        reason: u8::try_from(code)
+            .ok()
+            .and_then(BlindReason::from_code)
+            .unwrap_or(BlindReason::Crashed),
+        since_ns: r.get::<_, Option<i64>>(11).ok().flatten().unwrap_or(0) as u64,
+    });
     Ok(FileEvent {
         seq: r.get::<_, i64>(0)? as u64,
         time_ns: r.get::<_, i64>(1)? as u64,
@@ -85,6 +95,8 @@ pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<FileEvent> {
         rule: r.get(5)?,
         size: r.get::<_, Option<i64>>(6)?.map(|s| s as u64),
         gap,
+        reconciled: r.get(9)?,
+        blind,
     })
 }
 

@@ -5,7 +5,8 @@
 //! ```sql
 //! CREATE TABLE events(seq INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL,
 //!     kind INTEGER NOT NULL, path BLOB NOT NULL, path_to BLOB, rule INTEGER NOT NULL,
-//!     size INTEGER, gap_to INTEGER, gap_reason INTEGER);
+//!     size INTEGER, gap_to INTEGER, gap_reason INTEGER,
+//!     reconciled INTEGER NOT NULL DEFAULT 0, blind_reason INTEGER, blind_since INTEGER);
 //! CREATE INDEX events_time ON events(time_ns);
 //! CREATE TABLE meta(key TEXT PRIMARY KEY, value);  -- instance_id, schema_version, created_ns
 //! ```
@@ -53,6 +54,10 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE TABLE meta(key TEXT PRIMARY KEY, value);",
     // 2: time-range queries.
     "CREATE INDEX events_time ON events(time_ns);",
+    // 3: reconciled records and blind ranges (both O(1): SQLite stores the default once).
+    "ALTER TABLE events ADD COLUMN reconciled INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE events ADD COLUMN blind_reason INTEGER;
+     ALTER TABLE events ADD COLUMN blind_since INTEGER;",
 ];
 
 /// The schema version this build creates and migrates to.

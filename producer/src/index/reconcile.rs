@@ -686,7 +686,7 @@ mod tests {
             let t = tempfile::tempdir().unwrap();
             let r = t.path().to_path_buf();
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let mut step = |r: &Path, rng: &mut Rng, from: usize, n: usize| {
+            let step = |r: &Path, rng: &mut Rng, from: usize, n: usize| {
                 for i in from..from + n {
                     let all = entries(r);
                     let dirs: Vec<PathBuf> = std::iter::once(r.to_path_buf())

@@ -286,6 +286,8 @@ impl Pipeline {
                         path_to: None,
                         rule: OVERFLOW_RULE_ID,
                         size: None,
+                        reconciled: false,
+                        blind: None,
                         gap: None,
                     },
                     true,
@@ -381,6 +383,8 @@ impl Pipeline {
             path_to,
             rule: m.rule,
             size: raw.size,
+            reconciled: false,
+            blind: None,
             gap: None,
         };
         if m.coalesce.is_none() && self.coalescer.is_empty() {
@@ -483,6 +487,8 @@ impl Pipeline {
                 path_to: None,
                 rule: OVERFLOW_RULE_ID,
                 size: None,
+                reconciled: false,
+                blind: None,
                 gap: None,
             };
             self.route(overflow, seq, true, true);
@@ -549,6 +555,8 @@ pub fn gap_row(from: u64, to: u64, reason: GapReason) -> FileEvent {
         path_to: None,
         rule: 0,
         size: None,
+        reconciled: false,
+        blind: None,
         gap: Some(GapInfo { to, reason }),
     }
 }

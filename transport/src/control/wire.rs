@@ -18,11 +18,11 @@
 
 use bytes::{Buf, BufMut};
 
-use crate::record::{EventKind, FileEvent, GapInfo, GapReason};
+use crate::record::{BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapReason};
 use crate::ring::Policy;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The largest frame body either side accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Bytes before a frame's body.
@@ -677,6 +677,15 @@ fn encode_event<B: BufMut>(e: &FileEvent, out: &mut B) {
             out.put_u8(g.reason as u8);
         }
     }
+    e.reconciled.encode(out);
+    match e.blind {
+        None => out.put_u8(0),
+        Some(b) => {
+            out.put_u8(1);
+            out.put_u8(b.reason as u8);
+            b.since_ns.encode(out);
+        }
+    }
 }
 
 /// The encoded size of one row in a `Rows` message (what [`ServerMsg::Rows`] adds per row).
@@ -728,18 +737,7 @@ pub fn rows_messages(id: u64, rows: Vec<FileEvent>) -> (Vec<ServerMsg>, usize) {
 }
 
 fn kind_from(k: u8) -> Result<EventKind, DecodeError> {
-    Ok(match k {
-        0 => EventKind::Create,
-        1 => EventKind::Modify,
-        2 => EventKind::CloseWrite,
-        3 => EventKind::Metadata,
-        4 => EventKind::Remove,
-        5 => EventKind::Rename,
-        6 => EventKind::Overflow,
-        7 => EventKind::Gap,
-        8 => EventKind::Other,
-        _ => return Err(DecodeError::Value("event kind")),
-    })
+    EventKind::from_code(k).ok_or(DecodeError::Value("event kind"))
 }
 
 fn decode_event<B: Buf>(buf: &mut B) -> Result<FileEvent, DecodeError> {
@@ -758,6 +756,15 @@ fn decode_event<B: Buf>(buf: &mut B) -> Result<FileEvent, DecodeError> {
     } else {
         None
     };
+    let reconciled = bool::decode(buf)?;
+    let blind = if bool::decode(buf)? {
+        let reason =
+            BlindReason::from_code(u8::decode(buf)?).ok_or(DecodeError::Value("blind reason"))?;
+        let since_ns = u64::decode(buf)?;
+        Some(BlindInfo { reason, since_ns })
+    } else {
+        None
+    };
     Ok(FileEvent {
         seq,
         time_ns,
@@ -767,6 +774,8 @@ fn decode_event<B: Buf>(buf: &mut B) -> Result<FileEvent, DecodeError> {
         rule,
         size,
         gap,
+        reconciled,
+        blind,
     })
 }
 

@@ -6,8 +6,16 @@ use firehose_consumer::EventKind;
 use super::glob;
 use super::row::Row;
 
-/// The kinds keys 1..7 toggle, in order.
-pub(crate) const TOGGLED: [EventKind; 7] = EventKind::FILTERABLE;
+/// The kinds keys 1..7 toggle, in order (blind-range records are always shown).
+pub(crate) const TOGGLED: [EventKind; 7] = [
+    EventKind::Create,
+    EventKind::Modify,
+    EventKind::CloseWrite,
+    EventKind::Metadata,
+    EventKind::Remove,
+    EventKind::Rename,
+    EventKind::Overflow,
+];
 
 /// The rows to show.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

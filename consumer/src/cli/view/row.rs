@@ -68,6 +68,8 @@ mod tests {
             path_to: Some(b"/w/\x1b[2Jx".to_vec()),
             rule: 0,
             size: None,
+            reconciled: false,
+            blind: None,
             gap: None,
         };
         let r = Row::from_event(&e);

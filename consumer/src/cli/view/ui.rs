@@ -234,7 +234,7 @@ fn kind_color(k: firehose_consumer::EventKind) -> Color {
         K::Metadata => Color::Magenta,
         K::Remove => Color::Red,
         K::Rename => Color::Blue,
-        K::Overflow | K::Gap => Color::LightRed,
+        K::Overflow | K::Gap | K::BlindStart | K::BlindEnd => Color::LightRed,
         K::Other => Color::Gray,
     }
 }
@@ -351,6 +351,8 @@ mod tests {
             path_to: Some(b"/d/new".to_vec()),
             rule: 2,
             size: Some(42),
+            reconciled: false,
+            blind: None,
             gap: None,
         };
         app.ingest(&Event::Record(Record::Stored(&e)));

@@ -197,6 +197,8 @@ fn event(kind: EventKind, path: &str, path_to: Option<&str>, size: Option<u64>) 
         path_to: path_to.map(|p| p.as_bytes().to_vec()),
         rule: 2,
         size,
+        reconciled: false,
+        blind: None,
         gap: None,
     }
 }

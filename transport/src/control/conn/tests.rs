@@ -131,6 +131,8 @@ fn queries_and_status_round_trip() {
         path_to: Some(b"/b".to_vec()),
         rule: 2,
         size: None,
+        reconciled: false,
+        blind: None,
         gap: None,
     };
     s.send(

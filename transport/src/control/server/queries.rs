@@ -291,6 +291,8 @@ mod tests {
                 path_to: None,
                 rule: 0,
                 size: None,
+                reconciled: false,
+                blind: None,
                 gap: None,
             });
             QueryStep::More

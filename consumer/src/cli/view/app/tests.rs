@@ -15,6 +15,8 @@ fn feed(app: &mut App, seqs: std::ops::RangeInclusive<u64>) {
             path_to: None,
             rule: 0,
             size: None,
+            reconciled: false,
+            blind: None,
             gap: None,
         };
         app.ingest(&Event::Record(Record::Stored(&e)));

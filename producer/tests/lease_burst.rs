@@ -76,6 +76,7 @@ fn create(root: &Path, i: u64) -> RawEvent {
         path_to: None,
         size: None,
         is_dir: false,
+        reconciled: false,
     }
 }
 

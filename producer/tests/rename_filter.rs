@@ -23,6 +23,7 @@ fn rename(from: &Path, to: &Path) -> RawEvent {
         path_to: Some(to.to_path_buf()),
         size: None,
         is_dir: false,
+        reconciled: false,
     }
 }
 

@@ -763,3 +763,168 @@ fn the_service_tells_systemd_when_it_is_ready_and_when_it_stops() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+/// Replays history (create adds, remove drops the subtree, rename moves it) and returns the
+/// tree it gives below `root`.
+fn replayed(rows: &[FileEvent], root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut tree = std::collections::BTreeSet::new();
+    let p = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+    for r in rows {
+        let path = p(&r.path);
+        match r.kind {
+            EventKind::Create => {
+                tree.insert(path);
+            }
+            EventKind::Remove => tree.retain(|x: &PathBuf| !x.starts_with(&path)),
+            EventKind::Rename => {
+                let to = p(r.path_to.as_deref().unwrap());
+                let moved: Vec<PathBuf> = tree
+                    .iter()
+                    .filter(|x| x.starts_with(&path))
+                    .cloned()
+                    .collect();
+                tree.retain(|x| !x.starts_with(&path) && !x.starts_with(&to));
+                for m in moved {
+                    let rest = m.strip_prefix(&path).unwrap();
+                    tree.insert(if rest.as_os_str().is_empty() {
+                        to.clone()
+                    } else {
+                        to.join(rest)
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    tree.retain(|x| x.starts_with(root) && x != root);
+    tree
+}
+
+fn on_disk(root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            out.insert(e.path());
+        }
+    }
+    out
+}
+
+/// Makes a tree, lets the service see it, ends the service with `end`, changes the tree
+/// blind, starts it again and checks that history reports exactly what changed.
+fn changes_while_down_are_reconciled(name: &str, kill: bool) {
+    let s = Scratch::new(name);
+    let w = s.p("w");
+    let db = s.p("state/h.db");
+    let args = ["--watch", w.to_str().unwrap()];
+    std::fs::create_dir_all(w.join("a/deep")).unwrap();
+    std::fs::write(w.join("a/deep/f"), b"1").unwrap();
+    std::fs::write(w.join("b"), b"1").unwrap();
+    std::fs::write(w.join("kept"), b"1").unwrap();
+    let mut svc = Svc::start(&s, &db, &args);
+    std::fs::write(w.join("seen"), b"1").unwrap();
+    let mut c = svc.client();
+    wait_for("the live create", Duration::from_secs(20), || {
+        facts(&history(&mut c), &w).iter().any(|f| f.1 == "seen")
+    });
+    drop(c);
+    // Let the watcher go idle and write its journal out.
+    std::thread::sleep(Duration::from_millis(300));
+    if kill {
+        svc.kill9();
+    } else {
+        svc.stop();
+    }
+    std::fs::rename(w.join("a"), w.join("z")).unwrap();
+    std::fs::write(w.join("z/deep/f"), b"longer").unwrap();
+    std::fs::remove_file(w.join("b")).unwrap();
+    std::fs::write(w.join("new"), b"n").unwrap();
+    let svc = Svc::start(&s, &db, &args);
+    let mut c = svc.client();
+    let mut rows = Vec::new();
+    wait_for("the blind range to close", Duration::from_secs(20), || {
+        rows = history(&mut c);
+        rows.iter().any(|r| r.kind == EventKind::BlindEnd)
+    });
+    let start = rows
+        .iter()
+        .position(|r| r.kind == EventKind::BlindStart)
+        .expect("a blind start");
+    let end = rows
+        .iter()
+        .position(|r| r.kind == EventKind::BlindEnd)
+        .unwrap();
+    let want = if kill {
+        firehose_transport::record::BlindReason::Crashed
+    } else {
+        firehose_transport::record::BlindReason::Stopped
+    };
+    assert_eq!(rows[start].blind.map(|b| b.reason), Some(want));
+    assert!(rows[start].blind.unwrap().since_ns > 0);
+    let inside = &rows[start + 1..end];
+    assert!(inside.iter().all(|r| r.reconciled), "{inside:#?}");
+    use EventKind::*;
+    let mut got = facts(inside, &w);
+    got.sort_by_key(|f| (f.0 as u8, f.1.clone()));
+    let mut truth = vec![
+        (Create, "new".to_string(), None),
+        (Modify, "z/deep/f".to_string(), None),
+        (Remove, "b".to_string(), None),
+        (Rename, "a".to_string(), Some("z".to_string())),
+    ];
+    truth.sort_by_key(|f| (f.0 as u8, f.1.clone()));
+    assert_eq!(got, truth);
+    // Before the service first saw the tree it was not reported: replay from then on.
+    let tree = on_disk(&w);
+    let base: std::collections::BTreeSet<PathBuf> = ["a", "a/deep", "a/deep/f", "b", "kept"]
+        .iter()
+        .map(|p| w.join(p))
+        .collect();
+    // The first tree was indexed silently: add it as if created first, then replay.
+    let mut seeded: Vec<FileEvent> = base
+        .iter()
+        .map(|p| FileEvent {
+            seq: 0,
+            time_ns: 0,
+            kind: Create,
+            path: p.as_os_str().as_bytes().to_vec(),
+            path_to: None,
+            rule: 0,
+            size: None,
+            gap: None,
+            reconciled: false,
+            blind: None,
+        })
+        .collect();
+    seeded.extend(rows.iter().cloned());
+    assert_eq!(
+        replayed(&seeded, &w),
+        tree,
+        "replaying history gives the tree on disk"
+    );
+    // The records after the range are live again.
+    std::fs::write(w.join("after"), b"1").unwrap();
+    wait_for(
+        "a live record after the range",
+        Duration::from_secs(20),
+        || {
+            history(&mut c)
+                .iter()
+                .any(|r| r.path.ends_with(b"/after") && !r.reconciled)
+        },
+    );
+}
+
+#[test]
+fn changes_made_while_the_service_was_stopped_are_reported_exactly_at_the_next_start() {
+    changes_while_down_are_reconciled("stopped", false);
+}
+
+#[test]
+fn changes_made_while_the_service_was_killed_are_reported_exactly_at_the_next_start() {
+    changes_while_down_are_reconciled("killed", true);
+}

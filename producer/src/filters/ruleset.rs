@@ -352,7 +352,7 @@ impl RuleSet {
         let mut rules = Vec::with_capacity(n);
         let mut outcome = Vec::with_capacity(n);
         let mut roots: Vec<Root> = Vec::new();
-        let mut kind_rules = vec![vec![0u64; words]; 9];
+        let mut kind_rules = vec![vec![0u64; words]; EventKind::ALL.len()];
         let mut include_all = vec![0u64; words];
         for (i, SourcedSpec { source, spec }) in specs.into_iter().enumerate() {
             let rule_roots = match &spec.roots {

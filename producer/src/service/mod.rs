@@ -38,6 +38,11 @@ use crate::history::{schema::companion_files, HistoryWriter, Retention, WriterCo
 use crate::lease::{Lease, LeaseConfig};
 use crate::watch::{WatchConfig, Watcher};
 
+/// The tree index file beside the database (`history.db` → `history.index`).
+pub fn index_path(db: &std::path::Path) -> PathBuf {
+    db.with_extension("index")
+}
+
 /// The write end of the stop pipe, for the signal handler (-1: none yet).
 static STOP_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -210,12 +215,14 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
     }
     let mut ignore: Vec<PathBuf> = companion_files(&cfg.db).to_vec();
     ignore.push(lease_path(&cfg.db));
+    let index_path = index_path(&cfg.db);
     let (watcher, watch_rx) = if roots.is_empty() {
         (None, None)
     } else {
         let (w, rx) = Watcher::start(WatchConfig {
             roots: roots.clone(),
             ignore,
+            index_path: Some(index_path),
             ..WatchConfig::default()
         })?;
         (Some(Arc::new(w)), Some(rx))

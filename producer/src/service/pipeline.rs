@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver};
-use firehose_transport::record::{EventKind, FileEvent, GapInfo, GapReason};
+use firehose_transport::record::{BlindInfo, EventKind, FileEvent, GapInfo, GapReason};
 
 use crate::filters::{Coalescer, Match, Reload, RuleSet, OVERFLOW_RULE_ID};
 use crate::history::HistoryWriter;
@@ -306,6 +306,7 @@ impl Pipeline {
                     path_to: None,
                     size: None,
                     is_dir: true,
+                    reconciled: false,
                 });
             }
             WatchEvent::RootBack(root) => {
@@ -317,10 +318,41 @@ impl Pipeline {
                     path_to: None,
                     size: None,
                     is_dir: true,
+                    reconciled: false,
                 });
             }
             WatchEvent::WatchLimit(limit) => {
                 tracing::error!("{}", limit.message);
+            }
+            WatchEvent::Blind {
+                root,
+                start,
+                reason,
+                since_ns,
+            } => {
+                let path = root
+                    .map(|r| r.into_os_string().into_vec())
+                    .unwrap_or_default();
+                self.emit(
+                    FileEvent {
+                        seq: 0,
+                        time_ns: now_ns(),
+                        kind: if start {
+                            EventKind::BlindStart
+                        } else {
+                            EventKind::BlindEnd
+                        },
+                        path,
+                        path_to: None,
+                        rule: OVERFLOW_RULE_ID,
+                        size: None,
+                        reconciled: false,
+                        blind: Some(BlindInfo { reason, since_ns }),
+                        gap: None,
+                    },
+                    true,
+                    true,
+                );
             }
         }
     }
@@ -383,7 +415,7 @@ impl Pipeline {
             path_to,
             rule: m.rule,
             size: raw.size,
-            reconciled: false,
+            reconciled: raw.reconciled,
             blind: None,
             gap: None,
         };

@@ -108,6 +108,7 @@ fn generate(
                     path_to: None,
                     size: Some(i % 65_536),
                     is_dir: false,
+                    reconciled: false,
                 }
             })
             .collect();

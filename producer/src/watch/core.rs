@@ -55,6 +55,8 @@ pub(crate) struct Core {
     need_rewalk: bool,
     last_modify: Option<PathBuf>,
     alive: bool,
+    /// The tree index, when [`WatchConfig::index_path`] is set (see `blind.rs`).
+    pub(crate) index: Option<super::blind::Indexed>,
 }
 
 impl Core {
@@ -89,11 +91,17 @@ impl Core {
             need_rewalk: false,
             last_modify: None,
             alive: true,
+            index: None,
         }
     }
 
-    /// Runs until stopped or until nobody listens.
+    /// Runs until stopped or until nobody listens; then saves the index (a clean stop).
     pub(crate) fn run(mut self, raw: Receiver<Raw>, cmd: Receiver<Cmd>) {
+        self.run_until_stopped(raw, cmd);
+        self.close_index();
+    }
+
+    fn run_until_stopped(&mut self, raw: Receiver<Raw>, cmd: Receiver<Cmd>) {
         while self.alive && !self.stop.load(Ordering::Acquire) {
             let timeout = self.timeout();
             select! {
@@ -135,6 +143,9 @@ impl Core {
             if let Some(expiry) = self.dedupe.next_expiry() {
                 due = due.min(expiry);
             }
+            if let Some(at) = self.reconcile_due_at() {
+                due = due.min(at);
+            }
             due.saturating_duration_since(Instant::now())
         }
     }
@@ -146,10 +157,14 @@ impl Core {
             self.need_rewalk = false;
             self.rewalk();
         }
+        if !self.need_rewalk && self.pending.is_none() {
+            self.reconcile_if_due();
+        }
         self.dedupe.expire(Instant::now());
         self.poll_roots();
         self.check_root_identities();
         self.retry_unwatched();
+        self.flush_index();
         self.publish_status();
     }
 
@@ -290,6 +305,7 @@ impl Core {
     fn overflow(&mut self, reason: OverflowReason, time_ns: u64) {
         self.overflows += 1;
         self.need_rewalk = true;
+        self.blind_overflow(time_ns);
         let new_episode = self
             .last_overflow_ns
             .is_none_or(|t| time_ns.saturating_sub(t) > EPISODE_NS);
@@ -369,12 +385,14 @@ impl Core {
             path_to,
             size,
             is_dir,
+            reconciled: false,
         }));
     }
 
     /// Hands an event to the consumer, waiting while its channel is full (the reader thread
     /// meanwhile drops what does not fit in its queue and says so).
     pub(crate) fn emit(&mut self, mut ev: WatchEvent) {
+        self.index_event(&ev);
         while self.alive {
             match self.out.send_timeout(ev, Duration::from_millis(100)) {
                 Ok(()) => return,

@@ -99,6 +99,7 @@
 //!   was changed through only (close-write and attribute events go to every watched parent).
 
 mod backend;
+mod blind;
 mod core;
 mod limits;
 mod reader;
@@ -108,7 +109,7 @@ mod scan;
 mod tree;
 
 use crossbeam_channel::{Receiver, Sender};
-pub use firehose_transport::record::EventKind;
+pub use firehose_transport::record::{BlindReason, EventKind};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,6 +146,13 @@ pub struct WatchConfig {
     /// How often each root's device and inode are checked: a mount over a root or a root
     /// symlink pointed elsewhere makes no inotify event (default 10 s).
     pub identity_check: Duration,
+    /// The tree index's file (see [`crate::index`]). With it the watcher keeps an index of
+    /// everything under the roots, and after an overflow and at start after a stop or a
+    /// crash reports exactly what changed while it was blind. `None`: no index.
+    pub index_path: Option<PathBuf>,
+    /// The shortest wait between two reconciles after overflows; it doubles with each
+    /// overflow less than a minute after the last reconcile, up to a minute.
+    pub reconcile_backoff: Duration,
 }
 
 impl WatchConfig {
@@ -168,6 +176,8 @@ impl Default for WatchConfig {
             dedupe_window: Duration::from_secs(2),
             unwatched_retry: Duration::from_secs(10),
             identity_check: Duration::from_secs(10),
+            index_path: None,
+            reconcile_backoff: Duration::from_millis(500),
         }
     }
 }
@@ -188,6 +198,9 @@ pub struct RawEvent {
     pub size: Option<u64>,
     /// Whether the entry is a directory.
     pub is_dir: bool,
+    /// Found by a reconcile after a blind period (between [`WatchEvent::Blind`]s), not
+    /// reported by the kernel as it happened.
+    pub reconciled: bool,
 }
 
 /// Why events were lost.
@@ -240,6 +253,18 @@ pub enum WatchEvent {
     RootBack(PathBuf),
     /// The watch limit was reached (once, until every directory is watched again).
     WatchLimit(WatchLimit),
+    /// A blind range opens (`start`) or closes: the reconciled events in between are what a
+    /// walk of the disk found changed under `root` (every root if `None`) since `since_ns`.
+    Blind {
+        /// The root, `None` for all.
+        root: Option<PathBuf>,
+        /// Whether this opens the range (else it closes it).
+        start: bool,
+        /// Why the watcher was blind.
+        reason: BlindReason,
+        /// Since when (ns since the epoch; 0 if not known).
+        since_ns: u64,
+    },
 }
 
 /// The watcher's state, for `status`.

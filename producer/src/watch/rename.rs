@@ -104,6 +104,7 @@ impl Core {
                 path_to: Some(to),
                 size: None,
                 is_dir,
+                reconciled: false,
             })),
         }
         if !to_ignored {

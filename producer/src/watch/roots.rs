@@ -36,6 +36,7 @@ impl Core {
         let paths: Vec<PathBuf> = self.cfg.roots.clone();
         self.roots.clear();
         self.add_roots(paths);
+        self.open_index();
         self.publish_status();
     }
 
@@ -51,6 +52,7 @@ impl Core {
             });
             if path.is_dir() {
                 self.watch_tree(&path, false);
+                self.index_silently(&path);
             } else {
                 self.mark_gone(&path);
             }
@@ -162,6 +164,7 @@ impl Core {
             self.unwatched
                 .set
                 .retain(|p| !p.starts_with(&gone) || covered(p));
+            self.index_root_removed(&gone);
         }
         self.add_roots(paths);
         self.publish_status();

@@ -262,3 +262,148 @@ fn raising_the_watch_limit_is_enough_and_what_changed_meanwhile_is_rescanned() {
         created(e, &unwatched.join("after"))
     });
 }
+
+/// Every path below `root`.
+fn on_disk(root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            out.insert(e.path());
+        }
+    }
+    out
+}
+
+/// Replays events (create adds, remove drops the subtree, rename moves it) onto `tree`.
+fn replay(tree: &mut std::collections::BTreeSet<PathBuf>, ev: &WatchEvent) {
+    let WatchEvent::Event(e) = ev else { return };
+    match e.kind {
+        EventKind::Create => {
+            tree.insert(e.path.clone());
+        }
+        EventKind::Remove => tree.retain(|x| !x.starts_with(&e.path)),
+        EventKind::Rename => {
+            let to = e.path_to.clone().unwrap();
+            let moved: Vec<PathBuf> = tree
+                .iter()
+                .filter(|x| x.starts_with(&e.path))
+                .cloned()
+                .collect();
+            tree.retain(|x| !x.starts_with(&e.path) && !x.starts_with(&to));
+            for m in moved {
+                let rest = m.strip_prefix(&e.path).unwrap();
+                tree.insert(if rest.as_os_str().is_empty() {
+                    to.clone()
+                } else {
+                    to.join(rest)
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn after_an_overflow_a_reconcile_reports_exactly_what_changed() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let root = base.join("w");
+    for d in 0..20 {
+        fs::create_dir_all(root.join(format!("old{d}/sub"))).unwrap();
+        for f in 0..10 {
+            fs::write(root.join(format!("old{d}/sub/f{f}")), b"1").unwrap();
+        }
+    }
+    let before = on_disk(&root);
+    let mut cfg = WatchConfig::new(vec![root.clone()]);
+    cfg.index_path = Some(base.join("index"));
+    // Nobody reads the watcher's events during the workload and its queues hold 8: events
+    // are dropped, and an overflow says so (the same path as a kernel queue overflow).
+    cfg.queue_bound = 8;
+    let (watcher, rx) = Watcher::start(cfg).unwrap();
+    // A workload far beyond the queue: new trees, renames of old ones, edits, removes.
+    for d in 0..20 {
+        match d % 4 {
+            0 => fs::rename(root.join(format!("old{d}")), root.join(format!("moved{d}"))).unwrap(),
+            1 => fs::remove_dir_all(root.join(format!("old{d}"))).unwrap(),
+            2 => fs::write(root.join(format!("old{d}/sub/f3")), b"changed").unwrap(),
+            _ => {
+                fs::rename(
+                    root.join(format!("old{d}/sub/f1")),
+                    root.join(format!("up{d}")),
+                )
+                .unwrap();
+            }
+        }
+        fs::create_dir_all(root.join(format!("new{d}/a/b"))).unwrap();
+        for f in 0..10 {
+            fs::write(root.join(format!("new{d}/a/b/n{f}")), b"n").unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Collect until quiet: the last overflow's blind range has closed and nothing came for
+    // two seconds.
+    let mut events = Vec::new();
+    let mut open = false;
+    let mut overflowed = false;
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(ev) => {
+                match &ev {
+                    WatchEvent::Overflow { .. } => {
+                        overflowed = true;
+                        open = true;
+                    }
+                    WatchEvent::Blind { start: false, .. } => open = false,
+                    _ => {}
+                }
+                events.push(ev);
+            }
+            Err(_) if !open => break,
+            Err(_) => {}
+        }
+        assert!(
+            Instant::now() < end,
+            "watchdog: the blind range never closed"
+        );
+    }
+    assert!(overflowed, "the workload overflowed a queue of 8");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        WatchEvent::Blind {
+            start: true,
+            reason: firehose_producer::watch::BlindReason::Overflow,
+            ..
+        }
+    )));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, WatchEvent::Event(r) if r.reconciled)));
+    let disk = on_disk(&root);
+    // Without the reconciled events the replay would be wrong: the overflow lost some.
+    let mut live_only = before.clone();
+    for ev in events
+        .iter()
+        .filter(|e| !matches!(e, WatchEvent::Event(r) if r.reconciled))
+    {
+        replay(&mut live_only, ev);
+    }
+    assert_ne!(live_only, disk, "the overflow lost events");
+    let mut tree = before;
+    for ev in &events {
+        replay(&mut tree, ev);
+    }
+    let missing: Vec<_> = disk.difference(&tree).collect();
+    let extra: Vec<_> = tree.difference(&disk).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    drop(watcher);
+}

@@ -52,9 +52,10 @@ impl EventKind {
         EventKind::BlindEnd,
     ];
 
-    /// The kinds a filter rule can name and the monitors toggle: all but `Gap` and
-    /// `Other`, in the same order.
-    pub const FILTERABLE: [EventKind; 9] = [
+    /// The kinds a filter rule can name and the monitors toggle: all but `Gap`, `Other`
+    /// and the blind-range records (always stored and streamed, as overflows are), in the
+    /// same order.
+    pub const FILTERABLE: [EventKind; 7] = [
         EventKind::Create,
         EventKind::Modify,
         EventKind::CloseWrite,
@@ -62,8 +63,6 @@ impl EventKind {
         EventKind::Remove,
         EventKind::Rename,
         EventKind::Overflow,
-        EventKind::BlindStart,
-        EventKind::BlindEnd,
     ];
 
     /// Its name in filter documents, JSON output and on the command line.

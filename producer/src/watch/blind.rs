@@ -224,11 +224,17 @@ impl Core {
         }
     }
 
-    /// Applies an event the kernel reported to the index.
-    pub(crate) fn index_event(&mut self, ev: &WatchEvent) {
-        let Some(x) = &mut self.index else { return };
+    /// Applies an event the kernel reported to the index. Returns false for an event that
+    /// changes nothing the index knows (a create of an entry it holds with the same inode,
+    /// a remove or rename of one it does not hold): a late echo of what a reconcile already
+    /// reported (the kernel queued it while the walk ran), dropped so that replaying
+    /// history stays exact.
+    pub(crate) fn index_event(&mut self, ev: &WatchEvent) -> bool {
+        let Some(x) = &mut self.index else {
+            return true;
+        };
         match ev {
-            WatchEvent::Event(raw) if !raw.reconciled => apply(x, raw),
+            WatchEvent::Event(raw) if !raw.reconciled => return apply(x, raw),
             WatchEvent::RootGone(root) => {
                 x.ix.remove_root(root);
                 x.journal.drop_root(root);
@@ -241,6 +247,7 @@ impl Core {
             }
             _ => {}
         }
+        true
     }
 
     /// A root was added or removed by a reload.
@@ -276,27 +283,40 @@ fn untimed(mut m: Meta) -> Meta {
     m
 }
 
-fn apply(x: &mut Indexed, raw: &RawEvent) {
+/// Applies `raw` to the index; false if it was an echo (see [`Core::index_event`]).
+fn apply(x: &mut Indexed, raw: &RawEvent) -> bool {
     match raw.kind {
         EventKind::Remove => {
-            if let Some(id) = x.ix.lookup(&raw.path) {
-                x.ix.remove(id);
-                x.journal.remove(&raw.path);
-            }
+            let Some(id) = x.ix.lookup(&raw.path) else {
+                return false;
+            };
+            x.ix.remove(id);
+            x.journal.remove(&raw.path);
         }
         EventKind::Rename => {
-            if let Some(to) = &raw.path_to {
-                rename_path(&mut x.ix, &raw.path, to);
-                x.journal.rename(&raw.path, to);
+            let Some(to) = &raw.path_to else { return true };
+            if x.ix.lookup(&raw.path).is_none() {
+                return false;
             }
+            rename_path(&mut x.ix, &raw.path, to);
+            x.journal.rename(&raw.path, to);
         }
-        _ => {
-            if let Some(m) = Meta::at(&raw.path) {
-                let m = untimed(m);
-                if x.ix.put(&raw.path, m).is_some() {
-                    x.journal.put(&raw.path, &m);
+        kind => {
+            // An entry gone again before it could be looked at is still held (as not
+            // known), so that its remove is not taken for an echo.
+            let m = Meta::at(&raw.path).map_or_else(|| Meta::unknown(raw.is_dir), untimed);
+            if kind == EventKind::Create && m.ino != 0 {
+                if let Some(id) = x.ix.lookup(&raw.path) {
+                    let held = x.ix.meta(id);
+                    if held.ino == m.ino && held.btime_ns == m.btime_ns {
+                        return false;
+                    }
                 }
+            }
+            if x.ix.put(&raw.path, m).is_some() {
+                x.journal.put(&raw.path, &m);
             }
         }
     }
+    true
 }

@@ -392,7 +392,9 @@ impl Core {
     /// Hands an event to the consumer, waiting while its channel is full (the reader thread
     /// meanwhile drops what does not fit in its queue and says so).
     pub(crate) fn emit(&mut self, mut ev: WatchEvent) {
-        self.index_event(&ev);
+        if !self.index_event(&ev) {
+            return;
+        }
         while self.alive {
             match self.out.send_timeout(ev, Duration::from_millis(100)) {
                 Ok(()) => return,

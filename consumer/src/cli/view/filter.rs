@@ -6,16 +6,8 @@ use firehose_consumer::EventKind;
 use super::glob;
 use super::row::Row;
 
-/// The kinds keys 1..7 toggle, in order (blind-range records are always shown).
-pub(crate) const TOGGLED: [EventKind; 7] = [
-    EventKind::Create,
-    EventKind::Modify,
-    EventKind::CloseWrite,
-    EventKind::Metadata,
-    EventKind::Remove,
-    EventKind::Rename,
-    EventKind::Overflow,
-];
+/// The kinds keys 1..7 toggle, in order.
+pub(crate) const TOGGLED: [EventKind; 7] = EventKind::FILTERABLE;
 
 /// The rows to show.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

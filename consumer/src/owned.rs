@@ -87,7 +87,8 @@ impl OwnedEvent {
     /// ```
     /// use firehose_consumer::{EventKind, FileEvent, GapInfo, GapReason, OwnedEvent};
     /// let row = FileEvent { seq: 4, time_ns: 0, kind: EventKind::Gap, path: vec![], path_to: None,
-    ///     rule: 0, size: None, gap: Some(GapInfo { to: 6, reason: GapReason::NotStored }) };
+    ///     rule: 0, size: None, gap: Some(GapInfo { to: 6, reason: GapReason::NotStored }),
+    ///     reconciled: false, blind: None };
     /// assert_eq!(OwnedEvent::from_row(row),
     ///     OwnedEvent::Gap { from: 4, to: 6, reason: GapReason::NotStored });
     /// ```

@@ -19,7 +19,7 @@ use hashbrown::HashTable;
 use std::ffi::OsStr;
 use std::hash::BuildHasher;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 /// A node number.
@@ -82,10 +82,8 @@ impl Meta {
             Kind::File
         } else if ft.is_symlink() {
             Kind::Symlink
-        } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
-            Kind::Other
         } else {
-            Kind::Other
+            Kind::Other // sockets, FIFOs, devices
         };
         Meta {
             ino: m.ino(),

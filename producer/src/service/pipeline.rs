@@ -274,25 +274,7 @@ impl Pipeline {
                         .unwrap_or_else(|| "every root".into())
                 );
                 self.stats.overflows.fetch_add(1, Ordering::Relaxed);
-                let path = root
-                    .map(|r| r.into_os_string().into_vec())
-                    .unwrap_or_default();
-                self.emit(
-                    FileEvent {
-                        seq: 0,
-                        time_ns: now_ns(),
-                        kind: EventKind::Overflow,
-                        path,
-                        path_to: None,
-                        rule: OVERFLOW_RULE_ID,
-                        size: None,
-                        reconciled: false,
-                        blind: None,
-                        gap: None,
-                    },
-                    true,
-                    true,
-                );
+                self.emit_notice(EventKind::Overflow, root, None);
             }
             WatchEvent::RootGone(root) => {
                 tracing::warn!(
@@ -330,31 +312,38 @@ impl Pipeline {
                 reason,
                 since_ns,
             } => {
-                let path = root
-                    .map(|r| r.into_os_string().into_vec())
-                    .unwrap_or_default();
-                self.emit(
-                    FileEvent {
-                        seq: 0,
-                        time_ns: now_ns(),
-                        kind: if start {
-                            EventKind::BlindStart
-                        } else {
-                            EventKind::BlindEnd
-                        },
-                        path,
-                        path_to: None,
-                        rule: OVERFLOW_RULE_ID,
-                        size: None,
-                        reconciled: false,
-                        blind: Some(BlindInfo { reason, since_ns }),
-                        gap: None,
-                    },
-                    true,
-                    true,
-                );
+                let kind = if start {
+                    EventKind::BlindStart
+                } else {
+                    EventKind::BlindEnd
+                };
+                self.emit_notice(kind, root, Some(BlindInfo { reason, since_ns }));
             }
         }
+    }
+
+    /// An overflow or blind-range record about `root` (every root if `None`): always
+    /// stored and streamed, whatever the rules.
+    fn emit_notice(&mut self, kind: EventKind, root: Option<PathBuf>, blind: Option<BlindInfo>) {
+        let path = root
+            .map(|r| r.into_os_string().into_vec())
+            .unwrap_or_default();
+        self.emit(
+            FileEvent {
+                seq: 0,
+                time_ns: now_ns(),
+                kind,
+                path,
+                path_to: None,
+                rule: OVERFLOW_RULE_ID,
+                size: None,
+                reconciled: false,
+                blind,
+                gap: None,
+            },
+            true,
+            true,
+        );
     }
 
     fn on_reload(&mut self, r: Reload) {

@@ -106,7 +106,7 @@ impl Core {
             trusted_before_ns: i64::MIN,
         };
         reconcile(&mut x.ix, root, &opts, &mut |_| {});
-        let _ = x.journal.snapshot(&x.ix, Some(now_ns()));
+        save(x);
     }
 
     /// Reconciles `root` (all roots if `None`) and reports it as one blind range.
@@ -133,10 +133,7 @@ impl Core {
             let o = reconcile(&mut x.ix, r, &opts, &mut |c| changes.push(c));
             listed += o.listed;
         }
-        let snap = x.journal.snapshot(&x.ix, Some(now_ns()));
-        if let Err(e) = snap {
-            tracing::error!("cannot save the tree index: {e}");
-        }
+        save(x);
         tracing::info!(
             "reconciled {} after {} ({} changes, {listed} directories listed, {:?})",
             root.map_or_else(|| "every root".into(), |r| r.display().to_string()),
@@ -270,6 +267,16 @@ impl Core {
         if let Some(x) = &mut self.index {
             x.journal.close(&x.ix, now_ns());
         }
+    }
+}
+
+/// Writes the index afresh after a walk changed it (a walk's changes are not journaled one
+/// by one).
+fn save(x: &mut Indexed) {
+    if let Err(e) = x.journal.snapshot(&x.ix, Some(now_ns())) {
+        tracing::error!(
+            "cannot save the tree index: {e}; after a stop or crash the next start reports              the blind period from the last save"
+        );
     }
 }
 

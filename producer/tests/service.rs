@@ -2,6 +2,8 @@
 //! history read back over the control socket. Every wait is a bounded loop (a watchdog),
 //! never a timing assertion.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -766,53 +768,18 @@ fn the_service_tells_systemd_when_it_is_ready_and_when_it_stops() {
 
 /// Replays history (create adds, remove drops the subtree, rename moves it) and returns the
 /// tree it gives below `root`.
-fn replayed(rows: &[FileEvent], root: &Path) -> std::collections::BTreeSet<PathBuf> {
-    let mut tree = std::collections::BTreeSet::new();
+fn replayed(rows: &[FileEvent], root: &Path) -> BTreeSet<PathBuf> {
+    let mut tree = BTreeSet::new();
     let p = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
     for r in rows {
-        let path = p(&r.path);
-        match r.kind {
-            EventKind::Create => {
-                tree.insert(path);
-            }
-            EventKind::Remove => tree.retain(|x: &PathBuf| !x.starts_with(&path)),
-            EventKind::Rename => {
-                let to = p(r.path_to.as_deref().unwrap());
-                let moved: Vec<PathBuf> = tree
-                    .iter()
-                    .filter(|x| x.starts_with(&path))
-                    .cloned()
-                    .collect();
-                tree.retain(|x| !x.starts_with(&path) && !x.starts_with(&to));
-                for m in moved {
-                    let rest = m.strip_prefix(&path).unwrap();
-                    tree.insert(if rest.as_os_str().is_empty() {
-                        to.clone()
-                    } else {
-                        to.join(rest)
-                    });
-                }
-            }
-            _ => {}
-        }
+        let to = r.path_to.as_deref().map(p);
+        support::replay_one(&mut tree, r.kind, &p(&r.path), to.as_deref());
     }
     tree.retain(|x| x.starts_with(root) && x != root);
     tree
 }
 
-fn on_disk(root: &Path) -> std::collections::BTreeSet<PathBuf> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            }
-            out.insert(e.path());
-        }
-    }
-    out
-}
+use support::on_disk;
 
 /// Makes a tree, lets the service see it, ends the service with `end`, changes the tree
 /// blind, starts it again and checks that history reports exactly what changed.

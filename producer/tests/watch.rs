@@ -7,6 +7,8 @@ use crossbeam_channel::Receiver;
 use firehose_producer::watch::{
     EventKind, OverflowReason, WatchConfig, WatchEvent, WatchStatus, Watcher,
 };
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -557,52 +559,13 @@ fn agrees_with_inotifywait() {
     assert_eq!(ours.len(), 100 + 50 + 1);
 }
 
-/// Replays events onto a set of paths: create adds, remove drops the subtree, rename moves
-/// it; overflows and the rest change nothing.
 fn replay(events: &[WatchEvent]) -> BTreeSet<PathBuf> {
-    let mut tree: BTreeSet<PathBuf> = BTreeSet::new();
-    for ev in events {
-        let WatchEvent::Event(e) = ev else { continue };
-        match e.kind {
-            EventKind::Create => {
-                tree.insert(e.path.clone());
-            }
-            EventKind::Remove => tree.retain(|p| !p.starts_with(&e.path)),
-            EventKind::Rename => {
-                let to = e.path_to.clone().unwrap();
-                let moved: Vec<PathBuf> = tree
-                    .iter()
-                    .filter(|p| p.starts_with(&e.path))
-                    .cloned()
-                    .collect();
-                tree.retain(|p| !p.starts_with(&e.path) && !p.starts_with(&to));
-                for p in moved {
-                    tree.insert(to.join(p.strip_prefix(&e.path).unwrap()));
-                }
-            }
-            _ => {}
-        }
-    }
-    tree
+    support::replay_all(events)
 }
 
 /// Every path below `root` on disk (sentinels left out).
 fn on_disk(root: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if is_sentinel(&p) {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p.clone());
-            }
-            out.insert(p);
-        }
-    }
-    out
+    support::on_disk_except(root, is_sentinel)
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! its tests take a lock so they do not overlap), and restore every value they change through
 //! a guard, panics included. Not root: they print why they skip.
 
+mod support;
+
 use crossbeam_channel::Receiver;
 use firehose_producer::watch::{EventKind, OverflowReason, WatchConfig, WatchEvent, Watcher};
 use std::fs;
@@ -263,49 +265,7 @@ fn raising_the_watch_limit_is_enough_and_what_changed_meanwhile_is_rescanned() {
     });
 }
 
-/// Every path below `root`.
-fn on_disk(root: &Path) -> std::collections::BTreeSet<PathBuf> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            }
-            out.insert(e.path());
-        }
-    }
-    out
-}
-
-/// Replays events (create adds, remove drops the subtree, rename moves it) onto `tree`.
-fn replay(tree: &mut std::collections::BTreeSet<PathBuf>, ev: &WatchEvent) {
-    let WatchEvent::Event(e) = ev else { return };
-    match e.kind {
-        EventKind::Create => {
-            tree.insert(e.path.clone());
-        }
-        EventKind::Remove => tree.retain(|x| !x.starts_with(&e.path)),
-        EventKind::Rename => {
-            let to = e.path_to.clone().unwrap();
-            let moved: Vec<PathBuf> = tree
-                .iter()
-                .filter(|x| x.starts_with(&e.path))
-                .cloned()
-                .collect();
-            tree.retain(|x| !x.starts_with(&e.path) && !x.starts_with(&to));
-            for m in moved {
-                let rest = m.strip_prefix(&e.path).unwrap();
-                tree.insert(if rest.as_os_str().is_empty() {
-                    to.clone()
-                } else {
-                    to.join(rest)
-                });
-            }
-        }
-        _ => {}
-    }
-}
+use support::{on_disk, replay};
 
 #[test]
 fn after_an_overflow_a_reconcile_reports_exactly_what_changed() {

@@ -299,6 +299,23 @@ fn check_roots(r: &mut Report, roots: &[PathBuf]) {
     }
 }
 
+/// Which backend is in force and why: fanotify is fine; inotify is fine too, but says why
+/// fanotify is not used and what it would take.
+fn backend_finding(line: &str) -> Finding {
+    if line.is_empty() {
+        return Finding::Info("not reported (the service watches nothing)".into());
+    }
+    match line.split_once(": ") {
+        Some(("inotify", why)) => Finding::Info(format!(
+            "inotify (a watch per directory), because {why}; fanotify (one mark per \
+             filesystem, no watch limit) needs the service to run as root: firehosed \
+             install --system"
+        )),
+        _ if line == "inotify" => Finding::Ok("inotify (asked for with --backend inotify)".into()),
+        _ => Finding::Ok(line.to_string()),
+    }
+}
+
 fn check_service(r: &mut Report, c: &mut Client<FileEvent>) -> Option<Status> {
     let s = match c.status() {
         Ok(s) => s,
@@ -337,6 +354,7 @@ fn check_service(r: &mut Report, c: &mut Client<FileEvent>) -> Option<Status> {
             }
         },
     );
+    r.say("backend", backend_finding(&s.backend));
     if s.unwatched_count > 0 {
         r.say(
             "unwatched",

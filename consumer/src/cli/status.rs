@@ -74,6 +74,16 @@ fn fields(s: &Status, socket: &str) -> Vec<(&'static str, String, &'static str, 
         ),
         ("rules", s.rules.to_string(), "rules", json!(s.rules)),
         (
+            "backend",
+            if s.backend.is_empty() {
+                "(no watcher)".into()
+            } else {
+                s.backend.clone()
+            },
+            "backend",
+            json!(s.backend),
+        ),
+        (
             "rate",
             format!(
                 "{} records/s (last minute: {}/s)",
@@ -90,8 +100,13 @@ fn fields(s: &Status, socket: &str) -> Vec<(&'static str, String, &'static str, 
             } else {
                 let more = s.unwatched_count.saturating_sub(s.unwatched.len() as u64);
                 format!(
-                    "{} directories (the inotify watch limit): {}{}",
+                    "{} directories ({}): {}{}",
                     s.unwatched_count,
+                    if s.backend.starts_with("fanotify") {
+                        "on filesystems fanotify cannot mark"
+                    } else {
+                        "the inotify watch limit"
+                    },
                     s.unwatched.join(", "),
                     if more > 0 {
                         format!(" and {more} more")

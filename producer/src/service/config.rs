@@ -55,6 +55,10 @@ pub struct ServiceArgs {
     /// Path bytes of each synthetic event.
     #[arg(long, value_name = "BYTES", default_value_t = 62)]
     pub synthetic_path_len: usize,
+    /// How to watch: `fanotify` (one mark per filesystem, no watch limit; needs root),
+    /// `inotify` (a watch per directory), or `auto` (fanotify where it can be used).
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
+    pub backend: crate::watch::BackendChoice,
     /// Log level (error, warn, info, debug, trace); RUST_LOG, if set, wins.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -124,6 +128,8 @@ pub struct ServiceConfig {
     pub synthetic: Option<u64>,
     /// Path bytes of a synthetic event.
     pub synthetic_path_len: usize,
+    /// The watcher's backend.
+    pub backend: crate::watch::BackendChoice,
 }
 
 impl ServiceArgs {
@@ -183,6 +189,7 @@ impl ServiceArgs {
             max_bytes: nonzero(self.max_db_mib).map(|m| m << 20),
             synthetic: self.synthetic.filter(|r| *r > 0),
             synthetic_path_len: self.synthetic_path_len.clamp(8, 4000),
+            backend: self.backend,
         })
     }
 }

@@ -109,6 +109,11 @@ impl ServiceInfo for Info {
         }
         if let Some(w) = &self.watcher {
             let ws = w.status();
+            st.backend = if ws.backend_detail.is_empty() {
+                ws.backend.name().to_string()
+            } else {
+                format!("{}: {}", ws.backend.name(), ws.backend_detail)
+            };
             let shown = |p: &[PathBuf], n: usize| -> Vec<String> {
                 p.iter().take(n).map(|p| p.display().to_string()).collect()
             };
@@ -117,8 +122,12 @@ impl ServiceInfo for Info {
             st.roots_gone = shown(&ws.gone_roots, usize::MAX);
             if ws.unwatched_count > 0 {
                 problems.push(format!(
-                    "{} directories unwatched (inotify watch limit), e.g. {}",
+                    "{} directories unwatched ({}), e.g. {}",
                     ws.unwatched_count,
+                    match ws.backend {
+                        crate::watch::Backend::Inotify => "inotify watch limit or permissions",
+                        crate::watch::Backend::Fanotify => "a filesystem fanotify cannot mark",
+                    },
                     ws.unwatched
                         .iter()
                         .take(3)

@@ -223,6 +223,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<()> {
             roots: roots.clone(),
             ignore,
             index_path: Some(index_path),
+            backend: cfg.backend,
             ..WatchConfig::default()
         })?;
         (Some(Arc::new(w)), Some(rx))

@@ -3,6 +3,7 @@
 //! set), so none of it is shared or locked; `status` gets a copy after each batch.
 
 use super::backend::{now_ns, Inotify, SysEvent, DIR_MASK, MODIFY_MASK, ROOT_MASK};
+use super::fanotify::sys::FanEvent;
 use super::limits::Unwatched;
 use super::reader::{Bound, Raw};
 use super::rename::{PendingMove, PAIR_WAIT};
@@ -53,8 +54,13 @@ pub(crate) struct Core {
     overflows: u64,
     last_overflow_ns: Option<u64>,
     need_rewalk: bool,
-    last_modify: Option<PathBuf>,
+    pub(crate) last_modify: Option<PathBuf>,
     alive: bool,
+    /// The fanotify backend's state when it is in use (see `fanotify/`): then no inotify
+    /// watch is ever added.
+    pub(crate) fan: Option<super::fanotify::FanState>,
+    /// With inotify: why (fanotify was not asked for, or why it could not be used).
+    pub(crate) backend_note: String,
     /// The tree index, when [`WatchConfig::index_path`] is set (see `blind.rs`).
     pub(crate) index: Option<super::blind::Indexed>,
 }
@@ -91,22 +97,40 @@ impl Core {
             need_rewalk: false,
             last_modify: None,
             alive: true,
+            fan: None,
+            backend_note: String::new(),
             index: None,
         }
     }
 
     /// Runs until stopped or until nobody listens; then saves the index (a clean stop).
-    pub(crate) fn run(mut self, raw: Receiver<Raw>, cmd: Receiver<Cmd>) {
-        self.run_until_stopped(raw, cmd);
+    /// Events come from `raw` (inotify) or `fan` (fanotify): the backend not in use is
+    /// `crossbeam_channel::never()`.
+    pub(crate) fn run(
+        mut self,
+        raw: Receiver<Raw<SysEvent>>,
+        fan: Receiver<Raw<FanEvent>>,
+        cmd: Receiver<Cmd>,
+    ) {
+        self.run_until_stopped(raw, fan, cmd);
         self.close_index();
     }
 
-    fn run_until_stopped(&mut self, raw: Receiver<Raw>, cmd: Receiver<Cmd>) {
+    fn run_until_stopped(
+        &mut self,
+        raw: Receiver<Raw<SysEvent>>,
+        fan: Receiver<Raw<FanEvent>>,
+        cmd: Receiver<Cmd>,
+    ) {
         while self.alive && !self.stop.load(Ordering::Acquire) {
             let timeout = self.timeout();
             select! {
                 recv(raw) -> m => match m {
-                    Ok(m) => self.on_raw(m),
+                    Ok(m) => self.on_raw(m, Self::on_event),
+                    Err(_) => return,
+                },
+                recv(fan) -> m => match m {
+                    Ok(m) => self.on_raw(m, Self::on_fan_event),
                     Err(_) => return,
                 },
                 recv(cmd) -> c => match c {
@@ -118,7 +142,7 @@ impl Core {
                 },
                 default(timeout) => {}
             }
-            if raw.is_empty() {
+            if raw.is_empty() && fan.is_empty() {
                 self.idle();
             }
         }
@@ -168,12 +192,12 @@ impl Core {
         self.publish_status();
     }
 
-    fn on_raw(&mut self, m: Raw) {
+    fn on_raw<E>(&mut self, m: Raw<E>, mut on_event: impl FnMut(&mut Self, &E)) {
         match m {
             Raw::Events(batch) => {
                 self.bound.queued.fetch_sub(batch.len(), Ordering::AcqRel);
                 for ev in &batch {
-                    self.on_event(ev);
+                    on_event(self, ev);
                     if !self.alive {
                         return;
                     }
@@ -302,7 +326,7 @@ impl Core {
     }
 
     /// Events were lost: count, report once per episode, and re-walk when the queue drains.
-    fn overflow(&mut self, reason: OverflowReason, time_ns: u64) {
+    pub(crate) fn overflow(&mut self, reason: OverflowReason, time_ns: u64) {
         self.overflows += 1;
         self.need_rewalk = true;
         self.blind_overflow(time_ns);
@@ -415,7 +439,14 @@ impl Core {
 
     /// Copies the state into the shared status.
     pub(crate) fn publish_status(&self) {
+        let (backend, backend_detail) = self.backend_line();
         let s = WatchStatus {
+            backend,
+            backend_detail,
+            path_cache: self
+                .fan
+                .as_ref()
+                .map_or((0, 0), |f| (f.paths.hits, f.paths.misses)),
             roots: self.roots.iter().map(|r| r.path.clone()).collect(),
             watched_dirs: self.tree.len(),
             unwatched: self

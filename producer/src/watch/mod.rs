@@ -101,6 +101,7 @@
 mod backend;
 mod blind;
 mod core;
+mod fanotify;
 mod limits;
 mod reader;
 mod rename;
@@ -153,6 +154,42 @@ pub struct WatchConfig {
     /// The shortest wait between two reconciles after overflows; it doubles with each
     /// overflow less than a minute after the last reconcile, up to a minute.
     pub reconcile_backoff: Duration,
+    /// Which kernel interface to watch with (default: inotify).
+    pub backend: BackendChoice,
+}
+
+/// The kernel interface a watcher uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// A watch per directory (`inotify(7)`).
+    #[default]
+    Inotify,
+    /// One mark per filesystem (`fanotify(7)`, needs `CAP_SYS_ADMIN` and
+    /// `CAP_DAC_READ_SEARCH`).
+    Fanotify,
+}
+
+impl Backend {
+    /// `inotify` or `fanotify`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Inotify => "inotify",
+            Backend::Fanotify => "fanotify",
+        }
+    }
+}
+
+/// Which backend to start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// fanotify when this process may use it and every root's filesystem supports it,
+    /// inotify otherwise (status says why).
+    Auto,
+    /// Always inotify.
+    #[default]
+    Inotify,
+    /// fanotify, or fail to start.
+    Fanotify,
 }
 
 impl WatchConfig {
@@ -178,6 +215,7 @@ impl Default for WatchConfig {
             identity_check: Duration::from_secs(10),
             index_path: None,
             reconcile_backoff: Duration::from_millis(500),
+            backend: BackendChoice::Inotify,
         }
     }
 }
@@ -270,6 +308,14 @@ pub enum WatchEvent {
 /// The watcher's state, for `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchStatus {
+    /// The backend in force.
+    pub backend: Backend,
+    /// With fanotify: filesystems marked and the path cache's hit rate; with inotify: why
+    /// not fanotify (empty if it was not asked for).
+    pub backend_detail: String,
+    /// With fanotify: directory lookups the path cache answered, and those that asked the
+    /// kernel (`open_by_handle_at`).
+    pub path_cache: (u64, u64),
     /// The roots asked for.
     pub roots: Vec<PathBuf>,
     /// Directories with a watch.
@@ -302,6 +348,9 @@ pub enum WatchError {
          is fs.inotify.max_user_instances: raise it with `sysctl fs.inotify.max_user_instances=N`)"
     )]
     Init(#[source] std::io::Error),
+    /// `--backend fanotify` was asked for and cannot be used.
+    #[error("cannot use fanotify: {0}")]
+    Fanotify(String),
     /// A thread or the wake socket could not be made.
     #[error("cannot start the watcher: {0}")]
     Io(#[from] std::io::Error),
@@ -325,6 +374,23 @@ impl Watcher {
         if let Some(r) = config.roots.iter().find(|r| !r.is_absolute()) {
             return Err(WatchError::RelativeRoot(r.clone()));
         }
+        let (fan, note) = match config.backend {
+            BackendChoice::Inotify => (None, String::new()),
+            BackendChoice::Fanotify => (
+                Some(
+                    fanotify::open(&config.roots, config.report_modify)
+                        .map_err(WatchError::Fanotify)?,
+                ),
+                String::new(),
+            ),
+            BackendChoice::Auto => match fanotify::open(&config.roots, config.report_modify) {
+                Ok(f) => (Some(f), String::new()),
+                Err(why) => {
+                    tracing::info!("watch: using inotify: {why}");
+                    (None, why)
+                }
+            },
+        };
         let ino = Arc::new(backend::Inotify::new().map_err(WatchError::Init)?);
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -334,6 +400,7 @@ impl Watcher {
             dropped: 0.into(),
         });
         let (raw_tx, raw_rx) = crossbeam_channel::unbounded();
+        let (fan_tx, fan_rx) = crossbeam_channel::unbounded();
         let (out_tx, out_rx) = crossbeam_channel::bounded(config.queue_bound.max(1));
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let status = Arc::new(Mutex::new(WatchStatus::default()));
@@ -345,11 +412,25 @@ impl Watcher {
             stop.clone(),
             bound.clone(),
         );
+        core.backend_note = note;
+        let fan_queue = fan.as_ref().map(|f| f.fan.clone());
+        core.fan = fan;
         core.start_roots();
-        let reader = reader::spawn(ino, wake_rx, stop.clone(), raw_tx, bound)?;
+        let (reader, raw_rx, fan_rx) = match fan_queue {
+            Some(q) => {
+                drop(raw_tx);
+                let r = reader::spawn(q, wake_rx, stop.clone(), fan_tx, bound)?;
+                (r, crossbeam_channel::never(), fan_rx)
+            }
+            None => {
+                drop(fan_tx);
+                let r = reader::spawn(ino, wake_rx, stop.clone(), raw_tx, bound)?;
+                (r, raw_rx, crossbeam_channel::never())
+            }
+        };
         let core = std::thread::Builder::new()
             .name("firehose-watch".into())
-            .spawn(move || core.run(raw_rx, cmd_rx))?;
+            .spawn(move || core.run(raw_rx, fan_rx, cmd_rx))?;
         let watcher = Watcher {
             cmd: cmd_tx,
             status,

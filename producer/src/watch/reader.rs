@@ -4,6 +4,7 @@
 //! queue becomes an overflow, never a stalled kernel queue and never silence.
 
 use super::backend::{now_ns, Inotify, SysEvent};
+use super::fanotify::sys::{FanEvent, Fanotify};
 use crossbeam_channel::Sender;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::Read;
@@ -13,11 +14,53 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// A kernel queue the reader drains: inotify or fanotify.
+pub(crate) trait Queue: AsFd + Send + Sync + 'static {
+    /// What one record parses into.
+    type Event: Send + 'static;
+    /// The reader thread's name.
+    const THREAD: &'static str;
+    /// Reads what is queued (non-blocking) into `buf`, appending parsed events to `out`;
+    /// returns the bytes read, 0 when nothing was queued.
+    fn read_into(
+        &self,
+        buf: &mut [u8],
+        time_ns: u64,
+        out: &mut Vec<Self::Event>,
+    ) -> std::io::Result<usize>;
+}
+
+impl Queue for Inotify {
+    type Event = SysEvent;
+    const THREAD: &'static str = "firehose-inotify";
+    fn read_into(
+        &self,
+        buf: &mut [u8],
+        time_ns: u64,
+        out: &mut Vec<SysEvent>,
+    ) -> std::io::Result<usize> {
+        self.read_events(buf, time_ns, out)
+    }
+}
+
+impl Queue for Fanotify {
+    type Event = FanEvent;
+    const THREAD: &'static str = "firehose-fanotify";
+    fn read_into(
+        &self,
+        buf: &mut [u8],
+        time_ns: u64,
+        out: &mut Vec<FanEvent>,
+    ) -> std::io::Result<usize> {
+        self.read_events(buf, time_ns, out)
+    }
+}
+
 /// What the reader hands the core.
 #[derive(Debug)]
-pub(crate) enum Raw {
+pub(crate) enum Raw<E> {
     /// Events in kernel order.
-    Events(Vec<SysEvent>),
+    Events(Vec<E>),
     /// The queue was full: events from here on are being dropped.
     DropStart {
         /// When the first event was dropped.
@@ -46,15 +89,15 @@ const BUF: usize = 64 * 1024;
 
 /// Starts the reader thread. It stops when `stop` is set and `wake` becomes readable, or when
 /// the core is gone.
-pub(crate) fn spawn(
-    ino: Arc<Inotify>,
+pub(crate) fn spawn<Q: Queue>(
+    ino: Arc<Q>,
     mut wake: UnixStream,
     stop: Arc<AtomicBool>,
-    tx: Sender<Raw>,
+    tx: Sender<Raw<Q::Event>>,
     bound: Arc<Bound>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("firehose-inotify".into())
+        .name(Q::THREAD.into())
         .spawn(move || {
             let mut buf = vec![0u8; BUF];
             let mut batch = Vec::new();
@@ -71,7 +114,7 @@ pub(crate) fn spawn(
                 ];
                 if let Err(e) = poll(&mut fds, timeout) {
                     if e != nix::errno::Errno::EINTR {
-                        tracing::error!("watch: poll on inotify failed: {e}");
+                        tracing::error!("watch: poll on {} failed: {e}", Q::THREAD);
                         return;
                     }
                 }
@@ -80,12 +123,12 @@ pub(crate) fn spawn(
                     return;
                 }
                 loop {
-                    match ino.read_events(&mut buf, now_ns(), &mut batch) {
+                    match ino.read_into(&mut buf, now_ns(), &mut batch) {
                         Ok(0) => break,
                         Ok(_) if batch.len() < 8192 => {}
                         Ok(_) => break,
                         Err(e) => {
-                            tracing::error!("watch: reading inotify failed: {e}");
+                            tracing::error!("watch: reading {} failed: {e}", Q::THREAD);
                             return;
                         }
                     }
@@ -98,10 +141,10 @@ pub(crate) fn spawn(
 }
 
 /// Hands `batch` to the core, or drops what does not fit. Returns false once the core is gone.
-fn flush(
-    batch: &mut Vec<SysEvent>,
+fn flush<E>(
+    batch: &mut Vec<E>,
     dropping: &mut Option<u64>,
-    tx: &Sender<Raw>,
+    tx: &Sender<Raw<E>>,
     bound: &Bound,
 ) -> bool {
     let queued = bound.queued.load(Ordering::Acquire);

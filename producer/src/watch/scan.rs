@@ -228,6 +228,10 @@ impl Core {
     /// reported by their own events). Without `report` (start, new roots, re-walks) nothing is
     /// reported and every directory is visited, to put back any missing watch.
     pub(crate) fn watch_tree(&mut self, top: &Path, report: bool) {
+        if self.fan.is_some() {
+            self.fan_tree(top, report);
+            return;
+        }
         let mut stack = vec![top.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let watched = match self.add_dir_watch(&dir) {

@@ -22,7 +22,7 @@ use crate::record::{BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapRe
 use crate::ring::Policy;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The largest frame body either side accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Bytes before a frame's body.
@@ -470,6 +470,9 @@ pub struct Status {
     /// How many readers are connected (`readers` lists at most [`Status::READERS_LISTED`]
     /// of them, the ones furthest behind first, when there are more).
     pub readers_total: u64,
+    /// The watcher's backend and its state in words: `fanotify: 2 filesystems marked; ...`,
+    /// or `inotify` and why not fanotify.
+    pub backend: String,
 }
 
 impl Status {
@@ -505,10 +508,10 @@ impl Status {
         self.roots_gone.truncate(Self::ROOTS_LISTED);
         self.unwatched.truncate(Self::UNWATCHED_LISTED);
         // Every list is now bounded: at most (512 readers x ~170 B) + (2 x 256 + 64 paths
-        // x 4 KiB) + 3 strings x 4 KiB, about 2.5 MiB in the worst case, so cut paths too
+        // x 4 KiB) + 4 strings x 4 KiB, about 2.5 MiB in the worst case, so cut paths too
         // while it is over (each string is encoded at most MAX_STRING bytes).
         let mut room = MAX_MESSAGE - 4096;
-        let fixed = 512 + 3 * MAX_STRING + self.readers.len() * (64 + Self::NAME_LISTED);
+        let fixed = 512 + 4 * MAX_STRING + self.readers.len() * (64 + Self::NAME_LISTED);
         room = room.saturating_sub(fixed);
         let lists: [&mut Vec<String>; 3] =
             [&mut self.roots, &mut self.roots_gone, &mut self.unwatched];
@@ -953,6 +956,7 @@ impl Codec for ServerMsg {
                 s.storage.encode(out);
                 s.counters.encode(out);
                 s.readers_total.encode(out);
+                s.backend.encode(out);
             }
             ServerMsg::Bye { reason } => {
                 out.put_u16_le(T_BYE);
@@ -1053,6 +1057,7 @@ impl Codec for ServerMsg {
                 storage: String::decode(buf)?,
                 counters: StatusCounters::decode(buf)?,
                 readers_total: u64::decode(buf)?,
+                backend: String::decode(buf)?,
             })),
             T_BYE => ServerMsg::Bye {
                 reason: DisconnectReason::decode(buf)?,

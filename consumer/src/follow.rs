@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use firehose_transport::control::client::{Client, ClientError, ConnectOptions};
-use firehose_transport::control::place::default_socket_path;
+use firehose_transport::control::place::client_socket_path;
 use firehose_transport::control::wire::{DisconnectReason, StartAt, Status};
 use firehose_transport::record::{FileEvent, GapReason};
 use firehose_transport::ring::Policy;
@@ -165,7 +165,7 @@ impl Follower {
     pub fn connect(opts: Options) -> Result<Self, FollowError> {
         let path = match &opts.socket {
             Some(p) => p.clone(),
-            None => default_socket_path()?,
+            None => client_socket_path()?,
         };
         let start = match opts.start {
             Start::Seq(s) => StartAt::Seq(s),

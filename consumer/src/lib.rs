@@ -75,7 +75,9 @@ pub use firehose_transport::control::client::{
     reconnect, Client, ClientError, ConnectOptions, QueryPage, QueryPages,
 };
 pub use firehose_transport::control::peer::ConnectError;
-pub use firehose_transport::control::place::{default_socket_path, PlaceError};
+pub use firehose_transport::control::place::{
+    client_socket_path, default_socket_path, PlaceError, SYSTEM_SOCKET,
+};
 #[cfg(feature = "tokio")]
 pub use firehose_transport::control::tokio_client::AsyncClient;
 pub use firehose_transport::control::wire::{

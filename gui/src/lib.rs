@@ -53,7 +53,7 @@ pub fn connect(
     }
     let socket = match &cfg.socket {
         Some(s) => s.clone(),
-        None => firehose_consumer::default_socket_path()?,
+        None => firehose_consumer::client_socket_path()?,
     };
     let follower = opts.connect()?;
     let pacer = pace::Pacer::default();

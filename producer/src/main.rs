@@ -39,10 +39,19 @@ enum Cmd {
     /// (replacing an older one). Where no user service manager runs, the unit is written and
     /// the command says how to enable it.
     Install {
-        /// Install for this user (the only kind today).
-        #[arg(long)]
+        /// A user unit: the service runs as you, with inotify (the default).
+        #[arg(long, conflicts_with = "system")]
         user: bool,
-        /// Where to write the unit [default: $XDG_CONFIG_HOME/systemd/user].
+        /// A system unit: the service runs as root with fanotify (whole filesystems, no
+        /// watch limit) and only CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH, serving one uid at
+        /// /run/firehose/firehose.sock. Run it with sudo.
+        #[arg(long)]
+        system: bool,
+        /// With --system: the uid served [default: $SUDO_UID, else yours].
+        #[arg(long, value_name = "UID", requires = "system")]
+        for_uid: Option<u32>,
+        /// Where to write the unit [default: $XDG_CONFIG_HOME/systemd/user, or
+        /// /etc/systemd/system with --system].
         #[arg(long, value_name = "DIR")]
         unit_dir: Option<PathBuf>,
         /// The service's options, as for `firehosed` itself.
@@ -51,10 +60,14 @@ enum Cmd {
     },
     /// Stop, disable and remove the systemd user unit.
     Uninstall {
-        /// For this user (the only kind today).
-        #[arg(long)]
+        /// The user unit (the default).
+        #[arg(long, conflicts_with = "system")]
         user: bool,
-        /// Where the unit is [default: $XDG_CONFIG_HOME/systemd/user].
+        /// The system unit.
+        #[arg(long)]
+        system: bool,
+        /// Where the unit is [default: $XDG_CONFIG_HOME/systemd/user, or
+        /// /etc/systemd/system with --system].
         #[arg(long, value_name = "DIR")]
         unit_dir: Option<PathBuf>,
     },
@@ -86,20 +99,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Cmd::Install {
             user: _,
+            system,
+            for_uid,
             unit_dir,
             service: args,
         }) => {
-            let dir = match unit_dir {
-                Some(d) => d,
-                None => install::default_unit_dir()?,
-            };
+            let dir = unit_dir_for(unit_dir, system)?;
             let exe = std::env::current_exe().context("finding this executable")?;
             // Resolved here, so the unit runs what this shell would: absolute paths, and
             // the socket and database this shell's XDG variables chose.
-            let spec = install::UnitSpec::for_service(&exe, &args)?;
+            let spec = if system {
+                let uid = for_uid
+                    .or_else(|| std::env::var("SUDO_UID").ok()?.parse().ok())
+                    .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+                let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir);
+                install::UnitSpec::for_system(&exe, &args, uid, home.as_deref())?
+            } else {
+                install::UnitSpec::for_service(&exe, &args)?
+            };
+            let user_flag = if system { "" } else { "--user " };
             match install::install(&dir, &spec)? {
                 install::Installed::Enabled { replaced } => println!(
-                    "{} {}/{} and started it (systemctl --user status {})",
+                    "{} {}/{} and started it (systemctl {user_flag}status {})",
                     if replaced { "replaced" } else { "installed" },
                     dir.display(),
                     install::UNIT,
@@ -109,21 +133,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}/{} is already installed", dir.display(), install::UNIT)
                 }
                 install::Installed::WrittenOnly { replaced } => println!(
-                    "{} {}/{}; no user service manager runs here, so it is not enabled. Where one runs: systemctl --user daemon-reload && systemctl --user enable --now {}",
+                    "{} {}/{}; no {} service manager runs here, so it is not enabled. Where one runs: systemctl {user_flag}daemon-reload && systemctl {user_flag}enable --now {}",
                     if replaced { "replaced" } else { "wrote" },
                     dir.display(),
                     install::UNIT,
+                    if system { "system" } else { "user" },
                     install::UNIT
                 ),
             }
             Ok(())
         }
-        Some(Cmd::Uninstall { user: _, unit_dir }) => {
-            let dir = match unit_dir {
-                Some(d) => d,
-                None => install::default_unit_dir()?,
+        Some(Cmd::Uninstall {
+            user: _,
+            system,
+            unit_dir,
+        }) => {
+            let dir = unit_dir_for(unit_dir, system)?;
+            let scope = if system {
+                install::Scope::System
+            } else {
+                install::Scope::User
             };
-            if install::uninstall(&dir)? {
+            if install::uninstall(&dir, scope)? {
                 println!("removed {}/{}", dir.display(), install::UNIT);
             } else {
                 println!("no {}/{} was installed", dir.display(), install::UNIT);
@@ -133,6 +164,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Cmd::Demo(args)) => demo::run(args),
         Some(Cmd::DemoReader) => demo::reader(),
     }
+}
+
+/// The unit folder asked for, or the default of the scope.
+fn unit_dir_for(given: Option<PathBuf>, system: bool) -> anyhow::Result<PathBuf> {
+    Ok(match given {
+        Some(d) => d,
+        None if system => PathBuf::from(install::SYSTEM_UNIT_DIR),
+        None => install::default_unit_dir()?,
+    })
 }
 
 fn main() {

@@ -46,8 +46,22 @@ struct Svc {
 
 impl Svc {
     fn start(s: &Scratch, db: &Path, extra: &[&str]) -> Svc {
+        Self::start_under(s, db, extra, &[])
+    }
+
+    /// Starts the service under `wrapper` (a command that then runs it, such as
+    /// `setpriv ... --`); empty: directly.
+    fn start_under(s: &Scratch, db: &Path, extra: &[&str], wrapper: &[&str]) -> Svc {
         let sock = s.p("s.sock");
-        let child = Command::new(FIREHOSED)
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(FIREHOSED);
+                c
+            }
+            None => Command::new(FIREHOSED),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(&sock)
             .arg("--db")
@@ -894,4 +908,278 @@ fn changes_made_while_the_service_was_stopped_are_reported_exactly_at_the_next_s
 #[test]
 fn changes_made_while_the_service_was_killed_are_reported_exactly_at_the_next_start() {
     changes_while_down_are_reconciled("killed", true);
+}
+
+/// `setpriv` arguments that run a command as root without CAP_SYS_ADMIN (in no set, so it
+/// cannot get it back).
+const WITHOUT_SYS_ADMIN: [&str; 4] = [
+    "setpriv",
+    "--bounding-set=-sys_admin",
+    "--inh-caps=-sys_admin",
+    "--",
+];
+
+fn setpriv_or_skip(test: &str) -> bool {
+    let ok = running_as_root() && Command::new("setpriv").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("{test}: skipped: needs root and setpriv (util-linux)");
+    }
+    ok
+}
+
+#[test]
+fn without_cap_sys_admin_auto_falls_back_to_inotify_and_fanotify_refuses_to_start() {
+    if !setpriv_or_skip("without_cap_sys_admin_auto_falls_back_to_inotify") {
+        return;
+    }
+    let s = Scratch::new("fallback");
+    let w = s.p("w");
+    let db = s.p("state/h.db");
+    // Asked for outright, fanotify without the privilege is one clear line and exit 2.
+    let out = Command::new(WITHOUT_SYS_ADMIN[0])
+        .args(&WITHOUT_SYS_ADMIN[1..])
+        .arg(FIREHOSED)
+        .args(["--backend", "fanotify", "--watch", w.to_str().unwrap()])
+        .arg("--socket")
+        .arg(s.p("s.sock"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--filters")
+        .arg(s.p("filters"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("firehosed: cannot use fanotify") && last.contains("needs CAP_SYS_ADMIN"),
+        "{err}"
+    );
+    // auto falls back, says why, and watches.
+    let svc = Svc::start_under(
+        &s,
+        &db,
+        &["--watch", w.to_str().unwrap()],
+        &WITHOUT_SYS_ADMIN,
+    );
+    let mut c = svc.client();
+    let st = status(&mut c);
+    assert!(
+        st.backend.starts_with("inotify: ") && st.backend.contains("needs CAP_SYS_ADMIN"),
+        "{:?}",
+        st.backend
+    );
+    std::fs::write(w.join("seen"), b"1").unwrap();
+    wait_for("the create under inotify", Duration::from_secs(20), || {
+        history(&mut c).iter().any(|r| r.path.ends_with(b"/seen"))
+    });
+    // With the privilege, auto is fanotify.
+    drop(c);
+    svc.stop();
+    let svc = Svc::start(&s, &db, &["--watch", w.to_str().unwrap()]);
+    let st = status(&mut svc.client());
+    assert!(
+        st.backend.starts_with("fanotify: 1 filesystem marked"),
+        "{:?}",
+        st.backend
+    );
+    svc.stop();
+}
+
+/// The other side of `a_whole_filesystem_service_serves_only_its_allowed_uid`: this test
+/// binary run again as another uid. It connects to `FH_PEER_SOCK`, says `connected` or
+/// `refused: ...`, then prints the path of every record it reads for 20 s.
+#[test]
+fn peer_helper() {
+    let Some(sock) = std::env::var_os("FH_PEER_SOCK") else {
+        return; // run directly: nothing to do
+    };
+    let opts = ConnectOptions {
+        name: "peer helper".into(),
+        policy: Policy::Lagging,
+        ..ConnectOptions::default()
+    };
+    let mut c = match Client::<FileEvent>::connect(Path::new(&sock), &opts) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("refused: {e}");
+            return;
+        }
+    };
+    println!("connected");
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        if let Ok(b) = c.recv_timeout(64, Duration::from_millis(50)) {
+            for e in &b {
+                if let Event::Record(r) = e {
+                    let path = r
+                        .access()
+                        .map(|a| a.path.as_slice().to_vec())
+                        .unwrap_or_default();
+                    println!("record {}", String::from_utf8_lossy(&path));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_whole_filesystem_service_serves_only_its_allowed_uid() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    if !running_as_root() {
+        eprintln!("a_whole_filesystem_service_serves_only_its_allowed_uid: skipped: needs root");
+        return;
+    }
+    const ALLOWED: u32 = 65533;
+    const OTHER: u32 = 65534;
+    let s = Scratch::new("uids");
+    let w = s.p("w");
+    let svc = Svc::start(
+        &s,
+        &s.p("state/h.db"),
+        &[
+            "--backend",
+            "fanotify",
+            "--watch",
+            w.to_str().unwrap(),
+            "--allow-uid",
+            "65533",
+        ],
+    );
+    assert!(status(&mut svc.client()).backend.starts_with("fanotify"));
+    let helper = |uid: u32| {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "peer_helper", "--nocapture", "--test-threads=1"])
+            .env("FH_PEER_SOCK", &svc.sock)
+            .uid(uid)
+            .gid(uid)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                // The harness prints `test peer_helper ... ` before the first line.
+                let l = l.rsplit("... ").next().unwrap_or_default().to_string();
+                let _ = tx.send(l);
+            }
+        });
+        let first = loop {
+            let l = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the helper answers");
+            if l == "connected" || l.starts_with("refused") {
+                break l;
+            }
+        };
+        (child, rx, first)
+    };
+    // Another uid is refused at the handshake and reads nothing.
+    let (mut other, other_rx, first) = helper(OTHER);
+    assert!(
+        first.starts_with("refused") && first.contains(&format!("uid {OTHER} is not allowed")),
+        "{first}"
+    );
+    // The allowed uid reads what changes under the root, and nothing outside it.
+    let (mut allowed, rx, first) = helper(ALLOWED);
+    assert_eq!(first, "connected");
+    std::fs::write(s.p("outside"), b"x").unwrap();
+    std::fs::write(w.join("inside"), b"x").unwrap();
+    let mut seen = Vec::new();
+    wait_for(
+        "the allowed uid sees the change",
+        Duration::from_secs(20),
+        || {
+            while let Ok(l) = rx.try_recv() {
+                seen.push(l);
+            }
+            seen.iter().any(|l| l.ends_with("/w/inside"))
+        },
+    );
+    assert!(seen.iter().all(|l| !l.ends_with("/outside")), "{seen:?}");
+    let _ = allowed.kill();
+    let _ = allowed.wait();
+    let _ = other.wait();
+    assert!(other_rx.try_iter().all(|l| !l.starts_with("record")));
+    svc.stop();
+}
+
+#[test]
+fn the_system_unit_runs_with_only_its_two_capabilities() {
+    if !setpriv_or_skip("the_system_unit_runs_with_only_its_two_capabilities") {
+        return;
+    }
+    let s = Scratch::new("system-unit");
+    let w = s.p("w");
+    let units = s.p("units");
+    let out = Command::new(FIREHOSED)
+        .args(["install", "--system", "--for-uid", "65533", "--unit-dir"])
+        .arg(&units)
+        .args([
+            "--watch",
+            w.to_str().unwrap(),
+            "--filters",
+            s.p("filters").to_str().unwrap(),
+        ])
+        .env("FIREHOSE_NO_SERVICE_MANAGER", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no system service manager"));
+    let text = std::fs::read_to_string(units.join("firehosed.service")).unwrap();
+    let caps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("a capability bounding set");
+    assert_eq!(caps, "CAP_SYS_ADMIN CAP_DAC_READ_SEARCH");
+    // Run the unit's command as systemd would (the bounding set only), with the socket and
+    // database moved into the scratch folder.
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let mut args: Vec<String> = exec.split(' ').skip(1).map(str::to_string).collect();
+    let mut drop_opt = |name: &str| {
+        let i = args.iter().position(|a| a == name).unwrap();
+        args.drain(i..i + 2);
+    };
+    drop_opt("--socket");
+    drop_opt("--db");
+    drop_opt("--filters");
+    let bounding = format!(
+        "--bounding-set=-all,{}",
+        caps.split(' ')
+            .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let wrapper = [
+        "setpriv",
+        bounding.as_str(),
+        "--inh-caps=-all",
+        "--no-new-privs",
+        "--",
+    ];
+    let svc = Svc::start_under(&s, &s.p("state/h.db"), &args, &wrapper);
+    let mut c = svc.client();
+    let st = status(&mut c);
+    assert!(
+        st.backend.starts_with("fanotify: 1 filesystem marked"),
+        "{:?}",
+        st.backend
+    );
+    std::fs::write(w.join("seen"), b"1").unwrap();
+    wait_for("the create under fanotify", Duration::from_secs(20), || {
+        history(&mut c).iter().any(|r| r.path.ends_with(b"/w/seen"))
+    });
+    drop(c);
+    svc.stop();
 }

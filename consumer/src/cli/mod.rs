@@ -10,7 +10,7 @@ mod view;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use firehose_consumer::{default_socket_path, ClientError, ConnectError, FollowError};
+use firehose_consumer::{client_socket_path, ClientError, ConnectError, FollowError};
 
 /// Exit codes (also in `--help`).
 pub(crate) mod code {
@@ -72,7 +72,7 @@ impl Cli {
     fn socket(&self) -> anyhow::Result<PathBuf> {
         Ok(match &self.socket {
             Some(p) => p.clone(),
-            None => default_socket_path()?,
+            None => client_socket_path()?,
         })
     }
 }

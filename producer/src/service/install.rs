@@ -1,7 +1,12 @@
-//! `firehosed install --user` and `firehosed uninstall`: a systemd user unit that runs the
-//! service with the options given, written (or replaced) idempotently, and enabled where a
-//! user service manager runs. Where none runs (a container, CI), the unit is written and the
+//! `firehosed install --user|--system` and `firehosed uninstall`: a systemd unit that runs
+//! the service with the options given, written (or replaced) idempotently, and enabled where
+//! a service manager runs. Where none runs (a container, CI), the unit is written and the
 //! command says how to enable it.
+//!
+//! `--user` runs the service as the user, with inotify. `--system` runs it as root with the
+//! fanotify backend (whole filesystems, no watch limit) and only the two capabilities that
+//! takes ([`SYSTEM_CAPABILITIES`]); it serves the uid it is installed for (`--for-uid`, by
+//! default the user who ran `sudo`) and nobody else, at [`SYSTEM_SOCKET`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,9 +14,32 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 use super::config::ServiceArgs;
+use crate::watch::BackendChoice;
+pub use firehose_transport::control::place::SYSTEM_SOCKET;
 
 /// The unit's file name.
 pub const UNIT: &str = "firehosed.service";
+
+/// Where system units live.
+pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
+
+/// The system service's database.
+pub const SYSTEM_DB: &str = "/var/lib/firehose/history.db";
+
+/// All the system service may hold: fanotify's filesystem marks need `CAP_SYS_ADMIN`, and
+/// resolving its directory handles (`open_by_handle_at`) `CAP_DAC_READ_SEARCH`, which also
+/// lets it read every watched tree and filter document. No `CAP_DAC_OVERRIDE`: it writes
+/// only its own state and runtime folders.
+pub const SYSTEM_CAPABILITIES: [&str; 2] = ["CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH"];
+
+/// A user unit or a system one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `systemctl --user`: runs as the user.
+    User,
+    /// `systemctl`: runs as root with [`SYSTEM_CAPABILITIES`].
+    System,
+}
 
 /// Where user units live: `$XDG_CONFIG_HOME/systemd/user` (else `~/.config/systemd/user`).
 ///
@@ -39,6 +67,8 @@ pub struct UnitSpec {
     /// Whether `PrivateTmp=yes` is safe: nothing the service uses lies under /tmp or
     /// /var/tmp (a private /tmp would hide the socket from clients, and watch an empty tree).
     pub private_tmp: bool,
+    /// User or system unit.
+    pub scope: Scope,
 }
 
 impl UnitSpec {
@@ -78,6 +108,15 @@ impl UnitSpec {
             push("--synthetic", rate.to_string());
             push("--synthetic-path-len", cfg.synthetic_path_len.to_string());
         }
+        push(
+            "--backend",
+            match cfg.backend {
+                BackendChoice::Auto => "auto",
+                BackendChoice::Inotify => "inotify",
+                BackendChoice::Fanotify => "fanotify",
+            }
+            .into(),
+        );
         push("--log-level", args.log_level.clone());
         let mut writable: Vec<PathBuf> = [&cfg.db, &cfg.socket]
             .iter()
@@ -95,7 +134,48 @@ impl UnitSpec {
             args: a,
             writable,
             private_tmp,
+            scope: Scope::User,
         })
+    }
+
+    /// The system unit serving `uid`: fanotify, the socket at [`SYSTEM_SOCKET`], the
+    /// database at [`SYSTEM_DB`] (unless given), `uid` the only other uid allowed to connect
+    /// (and to read losslessly), and the filter documents of `uid`'s home (`home`) unless
+    /// given.
+    ///
+    /// # Errors
+    /// If the options do not resolve, or no filters folder is given and `uid` has no home.
+    pub fn for_system(
+        exe: &Path,
+        args: &ServiceArgs,
+        uid: u32,
+        home: Option<&Path>,
+    ) -> anyhow::Result<UnitSpec> {
+        let mut args = args.clone();
+        args.backend = BackendChoice::Fanotify;
+        args.socket = Some(PathBuf::from(SYSTEM_SOCKET));
+        if args.db.is_none() {
+            args.db = Some(PathBuf::from(SYSTEM_DB));
+        }
+        if args.filters.is_none() {
+            let Some(home) = home else {
+                bail!(
+                    "uid {uid} has no home folder in the user database: give --filters DIR \
+                     (the folder of filter documents the system service reads)"
+                );
+            };
+            args.filters = Some(home.join(".config/firehose/filters"));
+        }
+        if !args.allow_uid.contains(&uid) {
+            args.allow_uid.push(uid);
+        }
+        if !args.allow_lossless_uid.contains(&uid) {
+            args.allow_lossless_uid.push(uid);
+        }
+        let mut spec = Self::for_service(exe, &args)?;
+        spec.scope = Scope::System;
+        spec.private_tmp = false; // roots may lie anywhere, /tmp included
+        Ok(spec)
     }
 }
 
@@ -133,6 +213,9 @@ pub fn unit_text(spec: &UnitSpec) -> anyhow::Result<String> {
         // `-`: a folder that does not exist yet is no error (the service creates it).
         rw.push_str(&format!("ReadWritePaths=-{}\n", quote(&w)));
     }
+    if spec.scope == Scope::System {
+        return Ok(system_unit_text(&cmd, &rw));
+    }
     let private_tmp = if spec.private_tmp {
         "PrivateTmp=yes\n"
     } else {
@@ -157,6 +240,38 @@ pub fn unit_text(spec: &UnitSpec) -> anyhow::Result<String> {
          [Install]\n\
          WantedBy=default.target\n"
     ))
+}
+
+/// The system unit: root with only [`SYSTEM_CAPABILITIES`], the state and runtime folders
+/// made by systemd, the rest of the system read-only.
+fn system_unit_text(cmd: &str, rw: &str) -> String {
+    let caps = SYSTEM_CAPABILITIES.join(" ");
+    format!(
+        "# Written by `firehosed install --system`; `firehosed uninstall --system` removes it.\n\
+         [Unit]\n\
+         Description=Firehose (whole filesystems, fanotify): file-system events to shared-memory readers\n\
+         \n\
+         [Service]\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
+         ExecStart={cmd}\n\
+         Restart=on-failure\n\
+         RestartSec=2\n\
+         # fanotify's filesystem marks need CAP_SYS_ADMIN, resolving its directory handles\n\
+         # CAP_DAC_READ_SEARCH; nothing else.\n\
+         CapabilityBoundingSet={caps}\n\
+         AmbientCapabilities=\n\
+         NoNewPrivileges=yes\n\
+         ProtectSystem=strict\n\
+         ProtectHome=read-only\n\
+         StateDirectory=firehose\n\
+         RuntimeDirectory=firehose\n\
+         RuntimeDirectoryMode=0755\n\
+         {rw}\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
 }
 
 /// Quotes an argument for systemd's `ExecStart=` (double quotes, with `\\`, `"`, `$` and `%`
@@ -195,13 +310,22 @@ pub enum Installed {
     WrittenOnly { replaced: bool },
 }
 
-/// Whether a systemd user manager answers here.
-fn manager_runs() -> bool {
+/// `systemctl`'s scope flag.
+fn scope_args(scope: Scope) -> &'static [&'static str] {
+    match scope {
+        Scope::User => &["--user"],
+        Scope::System => &[],
+    }
+}
+
+/// Whether a systemd manager of `scope` answers here.
+fn manager_runs(scope: Scope) -> bool {
     if std::env::var_os("FIREHOSE_NO_SERVICE_MANAGER").is_some() {
         return false;
     }
     Command::new("systemctl")
-        .args(["--user", "is-system-running"])
+        .args(scope_args(scope))
+        .arg("is-system-running")
         .output()
         .is_ok_and(|o| {
             let s = String::from_utf8_lossy(&o.stdout);
@@ -211,15 +335,16 @@ fn manager_runs() -> bool {
         })
 }
 
-fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+fn systemctl(scope: Scope, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("systemctl")
-        .arg("--user")
+        .args(scope_args(scope))
         .args(args)
         .output()
-        .context("running systemctl --user")?;
+        .context("running systemctl")?;
     if !out.status.success() {
         bail!(
-            "systemctl --user {} failed: {}",
+            "systemctl {}{} failed: {}",
+            scope_args(scope).join(" "),
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -237,10 +362,11 @@ pub fn install(dir: &Path, spec: &UnitSpec) -> anyhow::Result<Installed> {
     let path = dir.join(UNIT);
     let text = unit_text(spec)?;
     let old = std::fs::read_to_string(&path).ok();
-    let manager = manager_runs();
+    let scope = spec.scope;
+    let manager = manager_runs(scope);
     if old.as_deref() == Some(text.as_str()) {
         if manager {
-            systemctl(&["enable", "--now", UNIT])?;
+            systemctl(scope, &["enable", "--now", UNIT])?;
         }
         return Ok(Installed::Unchanged);
     }
@@ -252,10 +378,10 @@ pub fn install(dir: &Path, spec: &UnitSpec) -> anyhow::Result<Installed> {
     if !manager {
         return Ok(Installed::WrittenOnly { replaced });
     }
-    systemctl(&["daemon-reload"])?;
-    systemctl(&["enable", UNIT])?;
+    systemctl(scope, &["daemon-reload"])?;
+    systemctl(scope, &["enable", UNIT])?;
     // Replacing a running registration: restart it with the new options.
-    systemctl(&[if replaced { "restart" } else { "start" }, UNIT])?;
+    systemctl(scope, &[if replaced { "restart" } else { "start" }, UNIT])?;
     Ok(Installed::Enabled { replaced })
 }
 
@@ -263,12 +389,12 @@ pub fn install(dir: &Path, spec: &UnitSpec) -> anyhow::Result<Installed> {
 ///
 /// # Errors
 /// If the file cannot be removed.
-pub fn uninstall(dir: &Path) -> anyhow::Result<bool> {
+pub fn uninstall(dir: &Path, scope: Scope) -> anyhow::Result<bool> {
     let path = dir.join(UNIT);
-    let manager = manager_runs();
+    let manager = manager_runs(scope);
     if manager {
         // Best effort: it may not be loaded.
-        let _ = systemctl(&["disable", "--now", UNIT]);
+        let _ = systemctl(scope, &["disable", "--now", UNIT]);
     }
     let existed = match std::fs::remove_file(&path) {
         Ok(()) => true,
@@ -276,7 +402,7 @@ pub fn uninstall(dir: &Path) -> anyhow::Result<bool> {
         Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
     };
     if manager && existed {
-        let _ = systemctl(&["daemon-reload"]);
+        let _ = systemctl(scope, &["daemon-reload"]);
     }
     Ok(existed)
 }
@@ -328,8 +454,11 @@ mod tests {
             1,
             "no temporary file left behind"
         );
-        assert!(uninstall(&units).unwrap());
-        assert!(!uninstall(&units).unwrap(), "a second uninstall is a no-op");
+        assert!(uninstall(&units, Scope::User).unwrap());
+        assert!(
+            !uninstall(&units, Scope::User).unwrap(),
+            "a second uninstall is a no-op"
+        );
         assert!(!units.join(UNIT).exists());
     }
 
@@ -382,6 +511,48 @@ mod tests {
         // Under /tmp, a private /tmp would hide the socket: left off.
         let t = unit_text(&spec(&["--socket", "/tmp/fh/s.sock", "--db", "/srv/h.db"])).unwrap();
         assert!(!t.lines().any(|l| l == "PrivateTmp=yes"), "{t}");
+    }
+
+    #[test]
+    fn the_system_unit_holds_two_capabilities_and_serves_one_uid() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            service: ServiceArgs,
+        }
+        let cli = Cli::parse_from(["firehosed", "--watch", "/home/ann"]);
+        let exe = Path::new("/usr/bin/firehosed");
+        let s =
+            UnitSpec::for_system(exe, &cli.service, 1000, Some(Path::new("/home/ann"))).unwrap();
+        let text = unit_text(&s).unwrap();
+        let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        for opt in [
+            "--watch /home/ann",
+            "--filters /home/ann/.config/firehose/filters",
+            "--socket /run/firehose/firehose.sock",
+            "--db /var/lib/firehose/history.db",
+            "--allow-uid 1000",
+            "--allow-lossless-uid 1000",
+            "--backend fanotify",
+        ] {
+            assert!(exec.contains(opt), "{opt} in {exec}");
+        }
+        for line in [
+            "CapabilityBoundingSet=CAP_SYS_ADMIN CAP_DAC_READ_SEARCH",
+            "AmbientCapabilities=",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=read-only",
+            "ReadWritePaths=-/var/lib/firehose",
+            "ReadWritePaths=-/run/firehose",
+            "WantedBy=multi-user.target",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert!(!text.contains("User="), "runs as root: {text}");
+        let e = UnitSpec::for_system(exe, &cli.service, 65533, None).unwrap_err();
+        assert!(e.to_string().contains("give --filters"), "{e}");
     }
 
     #[test]

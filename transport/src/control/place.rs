@@ -258,6 +258,24 @@ pub fn default_socket_path() -> Result<PathBuf, PlaceError> {
     socket_path_from(std::env::var_os("XDG_RUNTIME_DIR"), geteuid().as_raw())
 }
 
+/// Where the system service (`firehosed install --system`) listens.
+pub const SYSTEM_SOCKET: &str = "/run/firehose/firehose.sock";
+
+/// Where a client looks for the service: this user's own service's socket
+/// ([`default_socket_path`]) if it is there, else the system service's ([`SYSTEM_SOCKET`])
+/// if that is there, else this user's (so that the error names where the user's service
+/// would be).
+///
+/// # Errors
+/// As [`default_socket_path`].
+pub fn client_socket_path() -> Result<PathBuf, PlaceError> {
+    let user = default_socket_path()?;
+    if !user.exists() && Path::new(SYSTEM_SOCKET).exists() {
+        return Ok(PathBuf::from(SYSTEM_SOCKET));
+    }
+    Ok(user)
+}
+
 fn socket_path_from(runtime_dir: Option<OsString>, uid: u32) -> Result<PathBuf, PlaceError> {
     let folder = match runtime_dir.map(PathBuf::from) {
         Some(dir) if dir.is_absolute() && dir.is_dir() => dir.join("firehose"),

@@ -115,6 +115,9 @@ impl FanState {
         }
         self.fan.mark_filesystem(dir, self.mask).map_err(|e| {
             err(match e.raw_os_error() {
+                Some(libc::EPERM) => "a filesystem mark needs CAP_SYS_ADMIN (run the service \
+                                      as root, e.g. `firehosed install --system`)"
+                    .into(),
                 Some(libc::ENODEV) => "its filesystem has no filesystem id".into(),
                 Some(libc::EXDEV) => {
                     "it is a btrfs subvolume or an idmapped mount, which a filesystem mark \

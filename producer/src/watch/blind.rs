@@ -275,7 +275,8 @@ impl Core {
 fn save(x: &mut Indexed) {
     if let Err(e) = x.journal.snapshot(&x.ix, Some(now_ns())) {
         tracing::error!(
-            "cannot save the tree index: {e}; after a stop or crash the next start reports              the blind period from the last save"
+            "cannot save the tree index: {e}; after a stop or crash the next start reports \
+             the blind period from the last save"
         );
     }
 }

@@ -270,6 +270,33 @@ use support::{on_disk, replay};
 #[test]
 fn after_an_overflow_a_reconcile_reports_exactly_what_changed() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    // Nobody reads the watcher's events during the workload and its queues hold 8: events
+    // are dropped, and an overflow says so (the same path as a kernel queue overflow).
+    overflow_then_reconcile(|cfg| cfg.queue_bound = 8, None);
+}
+
+#[test]
+fn after_a_fanotify_kernel_queue_overflow_a_reconcile_reports_exactly_what_changed() {
+    if skip_unless_root("after_a_fanotify_kernel_queue_overflow") {
+        return;
+    }
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    // fanotify's queue is sized when the instance is made: 4 events, so the workload
+    // overflows the kernel's queue itself (FAN_Q_OVERFLOW), not the watcher's.
+    let small = Sysctl::set("/proc/sys/fs/fanotify/max_queued_events", 4);
+    overflow_then_reconcile(
+        |cfg| cfg.backend = firehose_producer::watch::BackendChoice::Fanotify,
+        Some((small, OverflowReason::KernelQueue)),
+    );
+}
+
+/// A workload far beyond a queue, then: an overflow (of `want`'s reason, if given; the
+/// sysctl guard in it is dropped once the watcher runs), a blind range, and a replay of
+/// everything that gives the tree on disk, where the live events alone do not.
+fn overflow_then_reconcile(
+    setup: impl FnOnce(&mut WatchConfig),
+    want: Option<(Sysctl, OverflowReason)>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().canonicalize().unwrap();
     let root = base.join("w");
@@ -282,10 +309,12 @@ fn after_an_overflow_a_reconcile_reports_exactly_what_changed() {
     let before = on_disk(&root);
     let mut cfg = WatchConfig::new(vec![root.clone()]);
     cfg.index_path = Some(base.join("index"));
-    // Nobody reads the watcher's events during the workload and its queues hold 8: events
-    // are dropped, and an overflow says so (the same path as a kernel queue overflow).
-    cfg.queue_bound = 8;
+    setup(&mut cfg);
     let (watcher, rx) = Watcher::start(cfg).unwrap();
+    let want = want.map(|(guard, reason)| {
+        drop(guard); // the instance has its queue size: put the sysctl back
+        reason
+    });
     // A workload far beyond the queue: new trees, renames of old ones, edits, removes.
     for d in 0..20 {
         match d % 4 {
@@ -316,8 +345,8 @@ fn after_an_overflow_a_reconcile_reports_exactly_what_changed() {
         match rx.recv_timeout(Duration::from_secs(2)) {
             Ok(ev) => {
                 match &ev {
-                    WatchEvent::Overflow { .. } => {
-                        overflowed = true;
+                    WatchEvent::Overflow { reason, .. } => {
+                        overflowed |= want.is_none_or(|w| w == *reason);
                         open = true;
                     }
                     WatchEvent::Blind { start: false, .. } => open = false,
@@ -333,7 +362,7 @@ fn after_an_overflow_a_reconcile_reports_exactly_what_changed() {
             "watchdog: the blind range never closed"
         );
     }
-    assert!(overflowed, "the workload overflowed a queue of 8");
+    assert!(overflowed, "the workload overflowed the queue ({want:?})");
     assert!(events.iter().any(|e| matches!(
         e,
         WatchEvent::Blind {

@@ -247,6 +247,42 @@ impl Core {
         true
     }
 
+    /// What history never got of an event's path: the directories above it, and the entry
+    /// itself if the event is not its create (their creates were lost in an overflow, yet a
+    /// later event came through: fanotify sees every directory, watched or not), outermost
+    /// first, with whether each is a directory. They are reported as created before the
+    /// event, so that a replay has the entry, and a parent to put it in.
+    pub(crate) fn unreported_ancestors(&self, raw: &RawEvent) -> Vec<(PathBuf, bool)> {
+        let Some(x) = &self.index else {
+            return Vec::new();
+        };
+        if raw.reconciled || matches!(raw.kind, EventKind::Remove | EventKind::Rename) {
+            return Vec::new();
+        }
+        let mut missing = Vec::new();
+        let mut at = if raw.kind == EventKind::Create {
+            raw.path.parent()
+        } else {
+            Some(raw.path.as_path())
+        };
+        while let Some(dir) = at {
+            if x.ix.lookup(dir).is_some() || x.ix.root(dir).is_some() {
+                break;
+            }
+            if !self
+                .roots
+                .iter()
+                .any(|r| dir.starts_with(&r.path) && dir != r.path)
+            {
+                return Vec::new(); // not below a root: nothing to report
+            }
+            missing.push((dir.to_path_buf(), dir != raw.path || raw.is_dir));
+            at = dir.parent();
+        }
+        missing.reverse();
+        missing
+    }
+
     /// A root was added or removed by a reload.
     pub(crate) fn index_root_removed(&mut self, root: &Path) {
         if let Some(x) = &mut self.index {

@@ -204,6 +204,9 @@ impl Core {
                 }
             }
             Raw::DropStart { time_ns } => {
+                if let Some(fan) = &mut self.fan {
+                    fan.paths.clear(); // a dropped rename may have left cached paths stale
+                }
                 self.settle_move();
                 self.overflow(OverflowReason::WatcherQueue, time_ns);
             }
@@ -416,6 +419,11 @@ impl Core {
     /// Hands an event to the consumer, waiting while its channel is full (the reader thread
     /// meanwhile drops what does not fit in its queue and says so).
     pub(crate) fn emit(&mut self, mut ev: WatchEvent) {
+        if let WatchEvent::Event(raw) = &ev {
+            for (path, is_dir) in self.unreported_ancestors(raw) {
+                self.emit_raw(EventKind::Create, path, None, is_dir, None, raw.time_ns);
+            }
+        }
         if !self.index_event(&ev) {
             return;
         }

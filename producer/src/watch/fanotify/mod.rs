@@ -202,7 +202,10 @@ fn unescape_mount_point(s: &str) -> std::ffi::OsString {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|d| (b'0'..=b'7').contains(d))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -258,6 +261,9 @@ impl Core {
     /// One fanotify event.
     pub(crate) fn on_fan_event(&mut self, ev: &FanEvent) {
         if ev.has(libc::FAN_Q_OVERFLOW) {
+            if let Some(fan) = &mut self.fan {
+                fan.paths.clear(); // a lost rename may have left cached paths stale
+            }
             self.overflow(OverflowReason::KernelQueue, ev.time_ns);
             return;
         }
@@ -270,6 +276,12 @@ impl Core {
         let Some(path) = self.fan_path(ev.dir.as_ref(), ev.name.as_deref()) else {
             return; // its directory is gone, or a handle we cannot open
         };
+        if is_dir && ev.has(libc::FAN_DELETE) {
+            // Wherever it was, inside the roots or not: its cached paths are stale.
+            if let Some(fan) = &mut self.fan {
+                fan.paths.removed(&path);
+            }
+        }
         if self.roots.iter().any(|r| r.path == path) && ev.has(libc::FAN_DELETE) && !path.exists() {
             self.mark_gone(&path);
             return;
@@ -305,9 +317,6 @@ impl Core {
         if ev.has(libc::FAN_DELETE) {
             self.dedupe.take(&dir, &name);
             if is_dir {
-                if let Some(fan) = &mut self.fan {
-                    fan.paths.removed(&path);
-                }
                 self.forget_subtree(&path, false);
             }
             self.emit_raw(EventKind::Remove, path, None, is_dir, None, t);
@@ -322,17 +331,9 @@ impl Core {
             Some((d, n)) => self.fan_path(Some(d), Some(n)),
             None => None,
         };
-        if let Some(fan) = &mut self.fan {
-            match (&from, &to) {
-                (Some(f), Some(t)) if is_dir => fan.paths.moved(f, t),
-                (None, Some(t)) if is_dir => {
-                    if let Some(o) = &ev.object {
-                        fan.paths.insert(o.clone(), t.clone());
-                    }
-                }
-                (Some(f), None) if is_dir => fan.paths.removed(f),
-                _ => {}
-            }
+        if let (true, Some(fan)) = (is_dir, &mut self.fan) {
+            fan.paths
+                .renamed(from.as_deref(), to.as_deref(), ev.object.as_ref());
         }
         // A root (or a directory above one) moved away: the root is gone.
         if let Some(f) = &from {
@@ -395,5 +396,6 @@ mod tests {
         assert_eq!(unescape_mount_point(r"/mnt/a\040b"), "/mnt/a b");
         assert_eq!(unescape_mount_point(r"/x\134y"), r"/x\y");
         assert_eq!(unescape_mount_point(r"/end\04"), r"/end\04");
+        assert_eq!(unescape_mount_point(r"/no\999"), r"/no\999");
     }
 }

@@ -130,9 +130,21 @@ impl Paths {
         }
     }
 
-    /// A directory was renamed: what is cached at and below `from` moves to `to`.
+    /// A directory was renamed: what is cached at and below `from` moves to `to`. If
+    /// something is cached at `to` (a directory replaced, or the first half of a swap),
+    /// both subtrees are forgotten and asked of the kernel again: the cache cannot tell
+    /// yet whether the displaced one is gone or about to come back at `from`.
     pub(crate) fn moved(&mut self, from: &Path, to: &Path) {
-        self.removed(to);
+        let displaced = self
+            .by_path
+            .range(to.to_path_buf()..)
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(to));
+        if displaced {
+            self.removed(from);
+            self.removed(to);
+            return;
+        }
         for (old, h) in self.take_subtree(from) {
             let rest = old.strip_prefix(from).unwrap_or(Path::new(""));
             let new = if rest.as_os_str().is_empty() {
@@ -142,6 +154,47 @@ impl Paths {
             };
             self.insert(h, new);
         }
+    }
+
+    /// A directory (`object`, when the kernel named it) was renamed from `from` to `to`
+    /// (either `None` where it could not be resolved). The cache follows the directory by
+    /// its handle: if the cache holds it elsewhere than `from` (the second half of a swap,
+    /// or a source that could not be resolved), that subtree is the one that moves.
+    pub(crate) fn renamed(
+        &mut self,
+        from: Option<&Path>,
+        to: Option<&Path>,
+        object: Option<&Handle>,
+    ) {
+        let cached = object.and_then(|o| self.by_handle.get(o).cloned());
+        let from = match (&cached, from) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(f)) if object.is_none() => Some(f.to_path_buf()),
+            (None, Some(f)) => {
+                // The directory itself is not cached: nothing below `from` can be trusted
+                // to be it.
+                self.removed(f);
+                None
+            }
+            (None, None) => None,
+        };
+        match (from, to) {
+            (Some(f), Some(t)) => self.moved(&f, t),
+            (Some(f), None) => self.removed(&f),
+            (None, Some(t)) => {
+                self.removed(t);
+                if let Some(o) = object {
+                    self.insert(o.clone(), t.to_path_buf());
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Forgets everything: after an overflow a lost rename may have left cached paths stale.
+    pub(crate) fn clear(&mut self) {
+        self.by_handle.clear();
+        self.by_path.clear();
     }
 
     /// A directory was deleted (or moved where it is not followed): forget it and below.
@@ -192,6 +245,26 @@ mod tests {
         assert_eq!(c.resolve(&h(1), &m), Some("/r/z".into()));
         assert_eq!(c.resolve(&h(2), &m), Some("/r/z/b".into()));
         assert_eq!(c.resolve(&h(3), &m), Some("/r/ab".into()));
+        // A swap: a -> b, then b -> a, each a directory known by its handle.
+        let mut s = Paths::default();
+        s.insert(h(1), "/s/a".into());
+        s.insert(h(2), "/s/b".into());
+        s.insert(h(3), "/s/a/in".into());
+        s.renamed(
+            Some(Path::new("/s/a")),
+            Some(Path::new("/s/b")),
+            Some(&h(1)),
+        );
+        s.renamed(
+            Some(Path::new("/s/b")),
+            Some(Path::new("/s/a")),
+            Some(&h(2)),
+        );
+        // Never a wrong path: the swapped pair is asked of the kernel again (no mount here,
+        // so a miss resolves nothing), and the one the second half named is known.
+        assert_eq!(s.resolve(&h(1), &m), None);
+        assert_eq!(s.resolve(&h(3), &m), None);
+        assert_eq!(s.resolve(&h(2), &m), Some("/s/a".into()));
         c.removed(Path::new("/r/z"));
         assert_eq!(c.len(), 1);
         assert_eq!(c.resolve(&h(2), &m), None); // no mount known: a miss resolves nothing

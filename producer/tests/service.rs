@@ -1183,3 +1183,39 @@ fn the_system_unit_runs_with_only_its_two_capabilities() {
     drop(c);
     svc.stop();
 }
+
+#[test]
+fn a_filesystem_fanotify_cannot_mark_falls_back_to_inotify_and_says_which() {
+    if !running_as_root() {
+        eprintln!("a_filesystem_fanotify_cannot_mark_falls_back: skipped: needs root");
+        return;
+    }
+    // procfs has no FID support (EOPNOTSUPP), as network and some virtual filesystems.
+    let s = Scratch::new("no-fid");
+    let db = s.p("state/h.db");
+    let out = Command::new(FIREHOSED)
+        .args(["--backend", "fanotify", "--watch", "/proc/sys", "--socket"])
+        .arg(s.p("s.sock"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--filters")
+        .arg(s.p("filters"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.lines().last().unwrap_or("").contains(
+            "cannot use fanotify: fanotify cannot watch /proc/sys: its filesystem does not \
+             support FID reports"
+        ),
+        "{err}"
+    );
+    let svc = Svc::start(&s, &db, &["--watch", "/proc/sys"]);
+    let st = status(&mut svc.client());
+    assert_eq!(
+        st.backend,
+        "inotify: fanotify cannot watch /proc/sys: its filesystem does not support FID reports"
+    );
+    svc.stop();
+}

@@ -276,6 +276,11 @@ impl Core {
             {
                 return Vec::new(); // not below a root: nothing to report
             }
+            if std::fs::symlink_metadata(dir).is_err() {
+                // Gone already (a late echo of something deleted): creating it in history
+                // would leave an entry the disk does not have.
+                return Vec::new();
+            }
             missing.push((dir.to_path_buf(), dir != raw.path || raw.is_dir));
             at = dir.parent();
         }

@@ -1,6 +1,8 @@
 //! The command line: arguments, exit codes, and the dispatch to each command.
 
 mod doctor;
+#[cfg(feature = "nats")]
+mod nats;
 mod query;
 mod render;
 mod status;
@@ -45,7 +47,7 @@ pub(crate) struct Cli {
     /// Control socket path [default: $XDG_RUNTIME_DIR/firehose/firehose.sock, else
     /// /tmp/firehose-<uid>/firehose.sock].
     #[arg(long, global = true)]
-    socket: Option<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -66,6 +68,19 @@ enum Cmd {
     Doctor(doctor::Args),
     /// A live terminal viewer: follow, scroll back into history, filter, details.
     View(view::Args),
+    /// Export the stream to another system (NATS JetStream).
+    #[cfg(feature = "nats")]
+    #[command(subcommand)]
+    Export(Export),
+}
+
+#[cfg(feature = "nats")]
+#[derive(Subcommand, Debug)]
+enum Export {
+    /// Publish every record, gap and loss notice into a JetStream stream, exactly once per
+    /// (instance, seq), resuming where the stream ends for this host (docs/scale-out.md).
+    #[command(after_help = EXIT_CODES)]
+    Nats(nats::export::Args),
 }
 
 impl Cli {
@@ -86,6 +101,8 @@ pub(crate) fn run() -> i32 {
         Cmd::Status(a) => status::run(&cli, a),
         Cmd::Doctor(a) => doctor::run(&cli, a),
         Cmd::View(a) => view::run(&cli, a),
+        #[cfg(feature = "nats")]
+        Cmd::Export(Export::Nats(a)) => nats::export::run(&cli, a),
     };
     match r {
         Ok(code) => code,

@@ -40,6 +40,19 @@ pub(crate) struct Args {
     /// NDJSON output, the same fields as `tail --json`.
     #[arg(long)]
     json: bool,
+    /// Read the fleet-wide JetStream stream at this server instead of this service's
+    /// history (what `firehose export nats` wrote); lines then say their host.
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// With --nats: only this host [default: every host].
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    host: Option<String>,
+    /// With --nats: the stream.
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "NAME", default_value = "FIREHOSE")]
+    stream: String,
 }
 
 fn build(a: &Args) -> anyhow::Result<HistoryQuery> {
@@ -73,6 +86,18 @@ fn build(a: &Args) -> anyhow::Result<HistoryQuery> {
 
 pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
     let q = build(a)?;
+    #[cfg(feature = "nats")]
+    if let Some(url) = &a.nats {
+        return super::nats::fleet::run(&super::nats::fleet::FleetQuery {
+            server: super::nats::Server {
+                url: url.clone(),
+                stream: a.stream.clone(),
+            },
+            host: a.host.as_deref(),
+            query: q,
+            json: a.json,
+        });
+    }
     let path = cli.socket()?;
     let opts = ConnectOptions {
         name: "firehose query".into(),

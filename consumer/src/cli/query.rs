@@ -53,6 +53,11 @@ pub(crate) struct Args {
     #[cfg(feature = "nats")]
     #[arg(long, value_name = "NAME", default_value = "FIREHOSE")]
     stream: String,
+    /// With --nats: instead of the rows, how long the records took from the service into
+    /// the stream, per host (median, p99, max).
+    #[cfg(feature = "nats")]
+    #[arg(long, requires = "nats")]
+    export_delay: bool,
 }
 
 fn build(a: &Args) -> anyhow::Result<HistoryQuery> {
@@ -96,6 +101,7 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
             host: a.host.as_deref(),
             query: q,
             json: a.json,
+            delay: a.export_delay,
         });
     }
     let path = cli.socket()?;

@@ -26,6 +26,9 @@ pub(crate) struct FleetQuery<'a> {
     pub(crate) host: Option<&'a str>,
     pub(crate) query: HistoryQuery,
     pub(crate) json: bool,
+    /// Print, instead of the rows, how long the kept records took from the service to
+    /// the stream (median, p99, max per host).
+    pub(crate) delay: bool,
 }
 
 pub(crate) fn run(q: &FleetQuery<'_>) -> anyhow::Result<i32> {
@@ -138,6 +141,7 @@ async fn read(q: &FleetQuery<'_>, host: Option<&str>, keep: &Keep<'_>) -> anyhow
     let mut out = std::io::BufWriter::with_capacity(64 << 10, out.lock());
     let limit = q.query.limit;
     let mut printed = 0u64;
+    let mut delays: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
     if c.info().await.context("asking the consumer")?.num_pending == 0 {
         return Ok(code::OK);
     }
@@ -151,6 +155,19 @@ async fn read(q: &FleetQuery<'_>, host: Option<&str>, keep: &Keep<'_>) -> anyhow
         let pending = m.info().map_or(0, |i| i.pending);
         let host = m.subject.split('.').nth(1).unwrap_or("?").to_string();
         match serde_json::from_slice::<Value>(&m.payload) {
+            Ok(v) if keep.keeps(&v) && q.delay => {
+                let t = v
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .and_then(|t| firehose_consumer::time::parse_time(t, 0).ok());
+                if let (Some(t), Ok(info)) = (t, m.info()) {
+                    let stored = info.published.unix_timestamp_nanos().max(0) as u64;
+                    delays
+                        .entry(host)
+                        .or_default()
+                        .push(stored.saturating_sub(t));
+                }
+            }
             Ok(v) if keep.keeps(&v) => {
                 write_line(&mut out, &host, &v, q.json)?;
                 printed += 1;
@@ -170,6 +187,18 @@ async fn read(q: &FleetQuery<'_>, host: Option<&str>, keep: &Keep<'_>) -> anyhow
             ),
         }
         if pending == 0 {
+            for (host, mut d) in delays {
+                d.sort_unstable();
+                let at = |q: f64| d[((d.len() - 1) as f64 * q) as usize] as f64 / 1e6;
+                writeln!(
+                    out,
+                    "{host}: {} records, service to stream: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                    d.len(),
+                    at(0.5),
+                    at(0.99),
+                    at(1.0)
+                )?;
+            }
             out.flush()?;
             return Ok(code::OK);
         }

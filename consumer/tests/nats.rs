@@ -212,6 +212,16 @@ fn assert_exactly_once_upto(svc: &Service, nats: &Nats, host: &str, upto: u64) -
     }
 }
 
+/// Waits until the service reports a change in its folder (its watch is in place).
+fn wait_watching(svc: &Service, svc_dir: &Path) {
+    std::fs::write(svc_dir.join("w/ready"), b"x").unwrap();
+    let until = Instant::now() + real::DEADLINE;
+    while local(svc).is_empty() {
+        assert!(Instant::now() < until, "the service never saw w/ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Writes `n` files into the watched folder, `tag` in their names.
 fn burst(svc_dir: &Path, tag: &str, n: usize) {
     let w = svc_dir.join("w");
@@ -337,6 +347,9 @@ fn two_hosts_meet_in_one_stream_and_are_read_back_apart() {
     let log = dir.path().join("export.log");
     let mut ea = exporter(&a, &nats, "host-a", &log);
     let mut eb = exporter(&b, &nats, "host-b", &log);
+    // The filters below pick files by name: each create must be seen.
+    wait_watching(&a, &da);
+    wait_watching(&b, &db);
     burst(&da, "a", 300);
     burst(&db, "b", 200);
     let na = assert_exactly_once(&a, &nats, "host-a");

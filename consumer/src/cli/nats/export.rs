@@ -19,12 +19,10 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use firehose_consumer::{Event, FollowError, InstanceId, Options, Policy, Start};
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{checked_host, this_host, Server, INSTANCE_HEADER, SEQ_HEADER};
@@ -470,35 +468,21 @@ async fn stored_ids(
     filter: String,
 ) -> anyhow::Result<HashSet<String>> {
     let mut out = HashSet::new();
-    let c = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: floor + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .context("making a consumer")?;
-    let mut c = c;
-    if c.info().await.context("asking the consumer")?.num_pending == 0 {
-        return Ok(out);
-    }
-    let mut msgs = c.messages().await.context("reading")?;
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), msgs.next())
-            .await
-            .context("the stream stopped answering")?
-            .context("the stream ended")?
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: filter,
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        },
+        ..Default::default()
+    };
+    super::read_ordered(stream, config, Duration::from_secs(5), |m| {
         if let Some(id) = m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
             out.insert(id.as_str().to_string());
         }
-        let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        if info.pending == 0 {
-            return Ok(out);
-        }
-    }
+        Ok(true)
+    })
+    .await?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! It reads what the stream holds when the query starts (an ordered consumer on
 //! `firehose.<host>.>`, or every host's `firehose.*.>`) and ends there.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -13,7 +14,6 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::consumer;
 use firehose_consumer::{unescape_path, EventKind, HistoryQuery};
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::{checked_host, Server};
@@ -129,80 +129,71 @@ async fn read(q: &FleetQuery<'_>, host: Option<&str>, keep: &Keep<'_>) -> anyhow
         Some(h) => format!("firehose.{h}.>"),
         None => "firehose.*.>".to_string(),
     };
-    let mut c = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .context("making a consumer on the stream")?;
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: filter,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    };
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 << 10, out.lock());
     let limit = q.query.limit;
     let mut printed = 0u64;
-    let mut delays: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
-    if c.info().await.context("asking the consumer")?.num_pending == 0 {
-        return Ok(code::OK);
-    }
-    let mut msgs = c.messages().await.context("reading the stream")?;
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
-            .await
-            .context("the NATS server stopped answering")?
-            .context("the stream ended")?
-            .map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
-        let pending = m.info().map_or(0, |i| i.pending);
-        let host = m.subject.split('.').nth(1).unwrap_or("?").to_string();
-        match serde_json::from_slice::<Value>(&m.payload) {
-            Ok(v) if keep.keeps(&v) && q.delay => {
-                let t = v
-                    .get("time")
-                    .and_then(Value::as_str)
-                    .and_then(|t| firehose_consumer::time::parse_time(t, 0).ok());
-                if let (Some(t), Ok(info)) = (t, m.info()) {
-                    let stored = info.published.unix_timestamp_nanos().max(0) as u64;
-                    delays
-                        .entry(host)
-                        .or_default()
-                        .push(stored.saturating_sub(t));
-                }
+    let mut delays: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    super::read_ordered(&stream, config, Duration::from_secs(10), |m| {
+        let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let v = match serde_json::from_slice::<Value>(&m.payload) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!(
+                    "firehose: message {} on {} is not a record ({e}); skipped",
+                    info.stream_sequence, m.subject
+                );
+                return Ok(true);
             }
-            Ok(v) if keep.keeps(&v) => {
-                write_line(&mut out, &host, &v, q.json)?;
-                printed += 1;
-                if limit > 0 && printed >= limit {
-                    out.flush()?;
-                    if pending > 0 {
-                        eprintln!("firehose: --limit reached; there may be more rows");
-                    }
-                    return Ok(code::OK);
-                }
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!(
-                "firehose: message {} on {} is not a record ({e}); skipped",
-                m.info().map_or(0, |i| i.stream_sequence),
-                m.subject
-            ),
+        };
+        if !keep.keeps(&v) {
+            return Ok(true);
         }
-        if pending == 0 {
-            for (host, mut d) in delays {
-                d.sort_unstable();
-                let at = |q: f64| d[((d.len() - 1) as f64 * q) as usize] as f64 / 1e6;
-                writeln!(
-                    out,
-                    "{host}: {} records, service to stream: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                    d.len(),
-                    at(0.5),
-                    at(0.99),
-                    at(1.0)
-                )?;
+        let host = m.subject.split('.').nth(1).unwrap_or("?");
+        if q.delay {
+            let t = v
+                .get("time")
+                .and_then(Value::as_str)
+                .and_then(|t| firehose_consumer::time::parse_time(t, 0).ok());
+            if let Some(t) = t {
+                let stored = info.published.unix_timestamp_nanos().max(0) as u64;
+                delays
+                    .entry(host.to_string())
+                    .or_default()
+                    .push(stored.saturating_sub(t));
             }
-            out.flush()?;
-            return Ok(code::OK);
+            return Ok(true);
         }
+        write_line(&mut out, host, &v, q.json)?;
+        printed += 1;
+        if limit > 0 && printed >= limit {
+            if info.pending > 0 {
+                eprintln!("firehose: --limit reached; there may be more rows");
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    })
+    .await?;
+    for (host, mut d) in delays {
+        d.sort_unstable();
+        let at = |q: f64| d[((d.len() - 1) as f64 * q) as usize] as f64 / 1e6;
+        writeln!(
+            out,
+            "{host}: {} records, service to stream: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            d.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        )?;
     }
+    out.flush()?;
+    Ok(code::OK)
 }
 
 /// One line: the `tail --json` object with `"host"` first, or the plain line with the host

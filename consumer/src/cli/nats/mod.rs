@@ -82,16 +82,28 @@ pub(crate) async fn connect(
     name: &str,
     wait: bool,
 ) -> anyhow::Result<jetstream::Context> {
-    let mut opts = async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5));
-    if wait {
-        opts = opts.retry_on_initial_connect();
-    }
-    let client = opts
-        .connect(url)
-        .await
-        .with_context(|| format!("cannot reach the NATS server at {url}"))?;
+    let opts = || {
+        async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+    };
+    let client = match opts().connect(url).await {
+        Ok(c) => c,
+        Err(e) if wait => {
+            // Say so once, then wait: a unit may start before the server.
+            eprintln!("firehose: the NATS server at {url} is not up yet ({e}); waiting for it");
+            opts()
+                .retry_on_initial_connect()
+                .connect(url)
+                .await
+                .with_context(|| format!("cannot reach the NATS server at {url}"))?
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot reach the NATS server at {url} (is it running?)"
+            )))
+        }
+    };
     Ok(jetstream::new(client))
 }
 
@@ -168,6 +180,40 @@ pub(crate) async fn ensure_stream(
 fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
     matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
         if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Reads what an ordered consumer with `config` finds on `stream` now, message by message,
+/// until none is pending or `each` says stop (returns false). A server silent for `wait`
+/// is an error.
+pub(crate) async fn read_ordered(
+    stream: &stream::Stream,
+    config: jetstream::consumer::pull::OrderedConfig,
+    wait: Duration,
+    mut each: impl FnMut(&jetstream::Message) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let mut c = stream
+        .create_consumer(config)
+        .await
+        .context("making a consumer on the stream")?;
+    if c.info().await.context("asking the consumer")?.num_pending == 0 {
+        return Ok(());
+    }
+    let mut msgs = c.messages().await.context("reading the stream")?;
+    loop {
+        let m = tokio::time::timeout(wait, msgs.next())
+            .await
+            .with_context(|| format!("the NATS server sent nothing for {} s", wait.as_secs()))?
+            .context("the stream ended")?
+            .map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
+        let pending = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("a message without its stream info: {e}"))?
+            .pending;
+        if !each(&m)? || pending == 0 {
+            return Ok(());
+        }
+    }
 }
 
 /// A history instance id from its 32 hex digits.

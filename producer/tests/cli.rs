@@ -12,7 +12,7 @@ fn firehose() -> PathBuf {
     let exe = Path::new(FIREHOSED).with_file_name("firehose");
     if !exe.exists() {
         let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "firehose-consumer", "--bin", "firehose"])
+            .args(["build", "-p", "firehose-cli", "--bin", "firehose"])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("run cargo");

@@ -4,6 +4,7 @@
 //! exporter, kill -9 of the service and a restart of nats-server in a burst; two hosts in
 //! one stream; a stream with other settings refused with the reasons.
 
+#[path = "../../consumer/tests/real/mod.rs"]
 mod real;
 
 use std::collections::BTreeMap;

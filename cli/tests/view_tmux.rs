@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "../../consumer/tests/real/mod.rs"]
 mod real;
 
 use real::{Service, DEADLINE};

@@ -3,6 +3,7 @@
 //! their range was printed, and a printed record that history does not hold lies in the
 //! crash gap (it reached the ring, not the database, before the kill).
 
+#[path = "../../consumer/tests/real/mod.rs"]
 mod real;
 
 use std::collections::BTreeSet;

@@ -2,6 +2,7 @@
 //! `tail | head` ends quietly, `query` streams, `status --json` parses, `doctor` and exit
 //! codes.
 
+#[path = "../../consumer/tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Read};

@@ -406,8 +406,9 @@ int32_t fh_reader_fd(const struct fh_reader *reader);
 // (with reconnect on, a restart of the service is not a failure: it arrives as events).
 //
 // # Safety
-// `reader` is a live reader; `events` points to writable memory for `capacity` events;
-// `count` points to writable memory for one `size_t`.
+// `reader` is NULL or a live reader; `events` points to writable memory for `capacity`
+// events (it need not be initialised); `count` points to writable memory for one
+// `size_t`.
 enum fh_error fh_reader_drain(struct fh_reader *reader,
                               struct fh_event *events,
                               size_t capacity,

@@ -8,12 +8,15 @@
 //! publishes (the reader's sleeping flag is set, so the service writes a wake byte), says
 //! something on the socket, or the reader reconnects.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use firehose_consumer::Follower;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use crate::error::{fh_error, guard, Failure};
 use crate::event::{fh_event, view};
@@ -30,8 +33,15 @@ pub struct fh_reader {
     epoll: Epoll,
     /// Written when the fd must stay readable without the ring or the socket saying so.
     kick: EventFd,
+    /// Set to fire when the follower has work that no fd announces: a reconnect attempt
+    /// that is due, or a backfill page to ask again.
+    retry: TimerFd,
     /// Whether the reader's sleeping flag is set (a drain handed out nothing and armed it).
     armed: bool,
+    /// The connection's fds in the epoll set, taken out again at the start of each drain
+    /// while they are still open (a reconnect closes them, and an fd a forked child still
+    /// holds would otherwise stay in the set).
+    registered: Vec<RawFd>,
     /// The next id for a history query (far above the follower's own backfill ids).
     query_id: u64,
 }
@@ -39,6 +49,9 @@ pub struct fh_reader {
 /// How many times a drain tries again when the ring moved while it was arming the wake
 /// fd, before it leaves the fd readable instead (one spare wakeup, never a lost one).
 const ARM_TRIES: usize = 4;
+
+/// How soon a backfill page that could not be had is asked again.
+const BACKFILL_RETRY: Duration = Duration::from_millis(50);
 
 /// Connects as `options` say (NULL: the defaults of `fh_options_init`) and stores the new
 /// reader in `*out`. The caller owns it and frees it with `fh_reader_free`.
@@ -126,8 +139,9 @@ pub unsafe extern "C" fn fh_reader_fd(reader: *const fh_reader) -> i32 {
 /// (with reconnect on, a restart of the service is not a failure: it arrives as events).
 ///
 /// # Safety
-/// `reader` is a live reader; `events` points to writable memory for `capacity` events;
-/// `count` points to writable memory for one `size_t`.
+/// `reader` is NULL or a live reader; `events` points to writable memory for `capacity`
+/// events (it need not be initialised); `count` points to writable memory for one
+/// `size_t`.
 #[no_mangle]
 pub unsafe extern "C" fn fh_reader_drain(
     reader: *mut fh_reader,
@@ -151,9 +165,9 @@ pub unsafe extern "C" fn fh_reader_drain(
             ));
         }
         // SAFETY: `events` is not NULL and writable for `capacity` events (the caller's
-        // promise); `fh_event` is plain data, so any bytes there may be overwritten.
-        let out = unsafe { std::slice::from_raw_parts_mut(events, capacity) };
-        let n = r.drain(out)?;
+        // promise); `drain` only writes whole values through it, below `capacity`, and
+        // never reads what was there (it may be uninitialised).
+        let n = unsafe { r.drain(events, capacity) }?;
         // SAFETY: as above.
         unsafe { count.write(n) };
         Ok(())
@@ -178,14 +192,24 @@ impl fh_reader {
             Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| io("epoll_create1", e))?;
         let kick = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| io("eventfd", e))?;
+        let retry = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
+        )
+        .map_err(|e| io("timerfd_create", e))?;
         epoll
             .add(kick.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))
             .map_err(|e| io("epoll_ctl(eventfd)", e))?;
+        epoll
+            .add(retry.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1))
+            .map_err(|e| io("epoll_ctl(timerfd)", e))?;
         let r = fh_reader {
             follower,
             epoll,
             kick,
+            retry,
             armed: false,
+            registered: Vec::new(),
             query_id: 1 << 62,
         };
         // Readable at first: there may be something to drain already.
@@ -193,8 +217,18 @@ impl fh_reader {
         Ok(r)
     }
 
-    /// One drain (see `fh_reader_drain`).
-    fn drain(&mut self, out: &mut [fh_event]) -> Result<usize, Failure> {
+    /// One drain (see `fh_reader_drain`) into `out[.. capacity]`.
+    ///
+    /// # Safety
+    /// `out` is writable for `capacity` events (not necessarily initialised).
+    unsafe fn drain(&mut self, out: *mut fh_event, capacity: usize) -> Result<usize, Failure> {
+        // While they are open (the drain below may reconnect and close them).
+        for fd in std::mem::take(&mut self.registered) {
+            // SAFETY: `fd` is the live connection's: it was added in `arm`, and the follower
+            // has not been touched since (every call that could reconnect is a drain, and
+            // this is its start).
+            let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        }
         if self.armed {
             // The wake channel may hold a byte (or have hung up): read it now; a hangup is
             // remembered by the ring reader and reported by the drain below.
@@ -202,31 +236,76 @@ impl fh_reader {
             self.armed = false;
         }
         self.kick_off()?;
+        // Reading a timer that has not fired is EAGAIN: nothing to clear.
+        let _ = self.retry.wait();
+        // SAFETY: as this function's.
+        let r = unsafe { self.drain_inner(out, capacity) };
+        if r.is_err() {
+            // Stay readable: the host comes back and hears the error again.
+            self.kick_on()?;
+        }
+        r
+    }
+
+    /// # Safety
+    /// As [`drain`](Self::drain).
+    unsafe fn drain_inner(
+        &mut self,
+        out: *mut fh_event,
+        capacity: usize,
+    ) -> Result<usize, Failure> {
         for _ in 0..ARM_TRIES {
-            let events = self.follower.drain(out.len())?;
+            let events = self.follower.drain(capacity)?;
             let mut n = 0;
-            for (slot, ev) in out.iter_mut().zip(events) {
+            for ev in events.take(capacity) {
                 // The views point into the follower's current batch (or its queue), which
                 // stays as it is until the follower is drained again: the next call here.
-                *slot = view(&ev);
+                // SAFETY: `n < capacity` (`take`), and `out` is writable for `capacity`
+                // events (this function's contract): the slot is inside that memory.
+                let slot = unsafe { out.add(n) };
+                // SAFETY: `slot` is writable for one event (above); `write` does not read
+                // the old bytes, which may be uninitialised.
+                unsafe { slot.write(view(&ev)) };
                 n += 1;
             }
             if n > 0 {
                 self.kick_on()?;
                 return Ok(n);
             }
+            // Work that no fd announces: wake at its time instead of sleeping on the ring.
+            if let Some(at) = self.follower.reconnect_due() {
+                self.retry_at(at.saturating_duration_since(Instant::now()))?;
+                return Ok(0);
+            }
+            if self.follower.is_backfilling() {
+                self.retry_at(BACKFILL_RETRY)?;
+                return Ok(0);
+            }
             if self.arm()? {
                 return Ok(0);
             }
         }
-        // The ring kept moving while nothing could be handed out (a backfill in between):
-        // stay readable, and try again on the next call.
+        // The ring kept moving while nothing could be handed out: stay readable, and try
+        // again on the next call.
         self.kick_on()?;
         Ok(0)
     }
 
-    /// Sets the sleeping flag and puts the ring's wake fd and the socket in the epoll set
-    /// (again: after a reconnect they are other fds). False if the ring moved meanwhile.
+    /// Makes the fd readable after `after` (at once if it is zero).
+    fn retry_at(&self, after: Duration) -> Result<(), Failure> {
+        if after.is_zero() {
+            return self.kick_on();
+        }
+        self.retry
+            .set(
+                Expiration::OneShot(TimeSpec::from_duration(after)),
+                TimerSetTimeFlags::empty(),
+            )
+            .map_err(|e| Failure::new(fh_error::FH_ERR_IO, format!("timerfd_settime: {e}")))
+    }
+
+    /// Sets the sleeping flag and puts the ring's wake fd and the socket in the epoll set.
+    /// False if the ring moved meanwhile.
     fn arm(&mut self) -> Result<bool, Failure> {
         let client = self.follower.client();
         let socket: RawFd = client.socket_fd().as_raw_fd();
@@ -242,19 +321,20 @@ impl fh_reader {
         Ok(true)
     }
 
-    /// Adds `fd` to the epoll set, or refreshes it if it is there.
-    fn watch(&self, fd: RawFd) -> Result<(), Failure> {
+    /// Adds `fd` to the epoll set (taken out again at the start of the next drain).
+    fn watch(&mut self, fd: RawFd) -> Result<(), Failure> {
         // SAFETY: `fd` belongs to the follower's live connection, which is not touched
-        // between `arm` taking its number and this call; epoll only records it (a closed
-        // fd leaves the set by itself).
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let mut ev = EpollEvent::new(EpollFlags::EPOLLIN, fd as u64);
-        match self.epoll.add(borrowed, ev) {
-            Ok(()) => Ok(()),
-            Err(Errno::EEXIST) => self
-                .epoll
-                .modify(borrowed, &mut ev)
-                .map_err(|e| Failure::new(fh_error::FH_ERR_IO, format!("epoll_ctl(MOD): {e}"))),
+        // between `arm` taking its number and this call; epoll only records it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match self
+            .epoll
+            .add(borrowed, EpollEvent::new(EpollFlags::EPOLLIN, 2))
+        {
+            // EEXIST: the socket and the wake fd are one (never, but harmless).
+            Ok(()) | Err(Errno::EEXIST) => {
+                self.registered.push(fd);
+                Ok(())
+            }
             Err(e) => Err(Failure::new(
                 fh_error::FH_ERR_IO,
                 format!("epoll_ctl(ADD): {e}"),
@@ -283,7 +363,11 @@ impl fh_reader {
         }
     }
 
+    /// The follower, for status and history on its connection. Reading the socket there
+    /// can take news the fd would have announced, so the fd is made readable afterwards
+    /// (one spare drain at most).
     pub(crate) fn follower(&mut self) -> &mut Follower {
+        let _ = self.kick_on();
         &mut self.follower
     }
 

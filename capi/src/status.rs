@@ -87,14 +87,16 @@ pub unsafe extern "C" fn fh_reader_status(
                 ring_capacity: s.ring_capacity,
                 readers: s.readers_total,
                 unwatched: s.unwatched_count,
-                // The CStrings' buffers are on the heap: moving them into `Owned` below
-                // does not move the bytes these point at.
-                health: health.as_ptr(),
-                storage: storage.as_ptr(),
+                health: std::ptr::null(),
+                storage: std::ptr::null(),
             },
             health,
             storage,
         });
+        let mut owned = owned;
+        // Taken once the strings are in their final place (they are not moved again).
+        owned.status.health = owned.health.as_ptr();
+        owned.status.storage = owned.storage.as_ptr();
         // `Owned` is repr(C) with `status` first: the pointer to it is one to `status`.
         let p: *mut Owned = Box::into_raw(owned);
         // SAFETY: as above.

@@ -358,6 +358,23 @@ impl Follower {
             .any(|p| matches!(p, Pending::Hole { .. }))
     }
 
+    /// When the next reconnect attempt is due, while the connection is down (with
+    /// reconnect on); `None` while connected or ended. An application that sleeps on its own
+    /// fds (rather than in [`recv`](Self::recv)) wakes at this time and drains again.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let f = firehose_consumer::Options::new().connect()?;
+    /// assert!(f.reconnect_due().is_none());
+    /// # Ok::<(), firehose_consumer::FollowError>(())
+    /// ```
+    pub fn reconnect_due(&self) -> Option<Instant> {
+        match self.state {
+            State::Reconnecting { at, .. } => Some(at),
+            _ => None,
+        }
+    }
+
     /// The connection inside, for what the follower does not wrap (queries, notices).
     /// Reading the ring through it directly bypasses the follower's seq accounting.
     ///

@@ -184,7 +184,11 @@ impl Follower {
         let from = match opts.start {
             Start::Newest => w.start_seq,
             Start::Seq(s) => s,
-            Start::Oldest if w.first_available == 0 => w.start_seq,
+            // History holds nothing: what was given out after its last commit is still
+            // on its way there (the backfill waits for it), so start just past that.
+            Start::Oldest if w.first_available == 0 => {
+                w.last_committed.saturating_add(1).min(w.start_seq)
+            }
             Start::Oldest => w.first_available,
         };
         let mut f = Follower {

@@ -353,6 +353,49 @@ fn blocking_iterator_and_oldest_start() {
     assert_eq!(record_seqs(&evs), vec![1, 2, 3, 4, 5]);
 }
 
+#[test]
+fn oldest_start_before_the_first_commit_still_gets_what_was_given_out() {
+    // The service has given out seqs 1..=3 but history has committed none of them yet:
+    // the follower must not start at the live head and skip them. An empty history says
+    // its oldest is 0, as the service's does.
+    let (_dir, path) = socket_dir();
+    let empty = history();
+    empty.lock().unwrap().oldest = 0;
+    let fake = Fake::start(
+        &path,
+        empty,
+        Config {
+            first_seq: 4,
+            ..Config::default()
+        },
+    );
+    let mut f = Options::new()
+        .socket(&path)
+        .start(Start::Oldest)
+        .connect()
+        .unwrap();
+    fake.store(
+        &(1..=3)
+            .map(|s| event(s, EventKind::Create))
+            .collect::<Vec<_>>(),
+    );
+    fake.publish(2, EventKind::Create);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WATCHDOG;
+    while got.len() < 5 {
+        assert!(Instant::now() < deadline, "watchdog: got {got:?}");
+        let evs: Vec<OwnedEvent> = f
+            .drain(16)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.to_owned_event())
+            .collect();
+        got.extend(record_seqs(&evs));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(got, vec![1, 2, 3, 4, 5]);
+}
+
 #[cfg(feature = "tokio")]
 #[test]
 fn async_stream_yields_owned_events() {

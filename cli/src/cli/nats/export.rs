@@ -351,8 +351,9 @@ async fn publish(
             };
             match send(js, &item).await {
                 Ok(f) => inflight.push_back((item, f)),
-                Err(_) => {
+                Err(e) => {
                     // Not even handed to the client: send it and what follows again.
+                    eprintln!("firehose: a publish could not be sent ({e}); sending again what is not stored");
                     waiting.push_front(item);
                     let items: Vec<Item> = inflight.drain(..).map(|(i, _)| i).collect();
                     let n = resend(js, stream, &mut floor, items).await;

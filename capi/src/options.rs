@@ -76,7 +76,7 @@ pub unsafe extern "C" fn fh_options_init(options: *mut fh_options) {
 ///
 /// # Safety
 /// `o.socket` and `o.name` are NULL or NUL-terminated strings.
-pub(crate) unsafe fn to_options(o: &fh_options) -> Result<(Options, Option<PathBuf>), Failure> {
+pub(crate) unsafe fn to_options(o: &fh_options) -> Result<Options, Failure> {
     let name = if o.name.is_null() {
         "libfirehose".to_string()
     } else {
@@ -106,15 +106,10 @@ pub(crate) unsafe fn to_options(o: &fh_options) -> Result<(Options, Option<PathB
         .start(start)
         .backfill(o.backfill)
         .reconnect(o.reconnect);
-    let socket = if o.socket.is_null() {
-        None
-    } else {
+    if !o.socket.is_null() {
         // SAFETY: not NULL, and NUL-terminated by the caller's promise.
         let bytes = unsafe { CStr::from_ptr(o.socket) }.to_bytes();
-        Some(PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
-    };
-    if let Some(s) = &socket {
-        opts = opts.socket(s.clone());
+        opts = opts.socket(PathBuf::from(std::ffi::OsStr::from_bytes(bytes)));
     }
-    Ok((opts, socket))
+    Ok(opts)
 }

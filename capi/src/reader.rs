@@ -8,15 +8,9 @@
 //! publishes (the reader's sleeping flag is set, so the service writes a wake byte), says
 //! something on the socket, or the reader reconnects.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
 
-use firehose_consumer::Follower;
-use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use firehose_consumer::{Follower, PollFollower};
 
 use crate::error::{fh_error, guard, Failure};
 use crate::event::{fh_event, view};
@@ -28,30 +22,11 @@ use crate::options::{fh_options, to_options};
 #[derive(Debug)]
 #[allow(non_camel_case_types)]
 pub struct fh_reader {
-    follower: Follower,
-    /// What `fh_reader_fd` hands out.
-    epoll: Epoll,
-    /// Written when the fd must stay readable without the ring or the socket saying so.
-    kick: EventFd,
-    /// Set to fire when the follower has work that no fd announces: a reconnect attempt
-    /// that is due, or a backfill page to ask again.
-    retry: TimerFd,
-    /// Whether the reader's sleeping flag is set (a drain handed out nothing and armed it).
-    armed: bool,
-    /// The connection's fds in the epoll set, taken out again at the start of each drain
-    /// while they are still open (a reconnect closes them, and an fd a forked child still
-    /// holds would otherwise stay in the set).
-    registered: Vec<RawFd>,
+    /// The follower and the epoll fd that `fh_reader_fd` hands out.
+    poll: PollFollower,
     /// The next id for a history query (far above the follower's own backfill ids).
     query_id: u64,
 }
-
-/// How many times a drain tries again when the ring moved while it was arming the wake
-/// fd, before it leaves the fd readable instead (one spare wakeup, never a lost one).
-const ARM_TRIES: usize = 4;
-
-/// How soon a backfill page that could not be had is asked again.
-const BACKFILL_RETRY: Duration = Duration::from_millis(50);
 
 /// Connects as `options` say (NULL: the defaults of `fh_options_init`) and stores the new
 /// reader in `*out`. The caller owns it and frees it with `fh_reader_free`.
@@ -86,9 +61,11 @@ pub unsafe extern "C" fn fh_connect(
             unsafe { &*options }
         };
         // SAFETY: its strings are NULL or NUL-terminated (the caller's promise).
-        let (opts, _socket) = unsafe { to_options(options) }?;
-        let follower = opts.connect()?;
-        let reader = fh_reader::new(follower)?;
+        let opts = unsafe { to_options(options) }?;
+        let reader = fh_reader {
+            poll: PollFollower::new(opts.connect()?)?,
+            query_id: 1 << 62,
+        };
         // SAFETY: as above.
         unsafe { out.write(Box::into_raw(Box::new(reader))) };
         Ok(())
@@ -121,7 +98,7 @@ pub unsafe extern "C" fn fh_reader_free(reader: *mut fh_reader) {
 pub unsafe extern "C" fn fh_reader_fd(reader: *const fh_reader) -> i32 {
     // SAFETY: NULL or a live reader (the caller's promise).
     match unsafe { reader.as_ref() } {
-        Some(r) => r.epoll.0.as_raw_fd(),
+        Some(r) => r.poll.fd().as_raw_fd(),
         None => -1,
     }
 }
@@ -182,193 +159,37 @@ pub unsafe extern "C" fn fh_reader_drain(
 #[no_mangle]
 pub unsafe extern "C" fn fh_reader_next_seq(reader: *const fh_reader) -> u64 {
     // SAFETY: NULL or a live reader (the caller's promise).
-    unsafe { reader.as_ref() }.map_or(0, |r| r.follower.next_seq())
+    unsafe { reader.as_ref() }.map_or(0, |r| r.poll.next_seq())
 }
 
 impl fh_reader {
-    fn new(follower: Follower) -> Result<Self, Failure> {
-        let io = |what: &str, e: Errno| Failure::new(fh_error::FH_ERR_IO, format!("{what}: {e}"));
-        let epoll =
-            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| io("epoll_create1", e))?;
-        let kick = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| io("eventfd", e))?;
-        let retry = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
-        )
-        .map_err(|e| io("timerfd_create", e))?;
-        epoll
-            .add(kick.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))
-            .map_err(|e| io("epoll_ctl(eventfd)", e))?;
-        epoll
-            .add(retry.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1))
-            .map_err(|e| io("epoll_ctl(timerfd)", e))?;
-        let r = fh_reader {
-            follower,
-            epoll,
-            kick,
-            retry,
-            armed: false,
-            registered: Vec::new(),
-            query_id: 1 << 62,
-        };
-        // Readable at first: there may be something to drain already.
-        r.kick_on()?;
-        Ok(r)
-    }
-
     /// One drain (see `fh_reader_drain`) into `out[.. capacity]`.
     ///
     /// # Safety
     /// `out` is writable for `capacity` events (not necessarily initialised).
     unsafe fn drain(&mut self, out: *mut fh_event, capacity: usize) -> Result<usize, Failure> {
-        // While they are open (the drain below may reconnect and close them).
-        for fd in std::mem::take(&mut self.registered) {
-            // SAFETY: `fd` is the live connection's: it was added in `arm`, and the follower
-            // has not been touched since (every call that could reconnect is a drain, and
-            // this is its start).
-            let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
-        }
-        if self.armed {
-            // The wake channel may hold a byte (or have hung up): read it now; a hangup is
-            // remembered by the ring reader and reported by the drain below.
-            self.follower.client().reader_mut().finish_wait(true);
-            self.armed = false;
-        }
-        self.kick_off()?;
-        // Reading a timer that has not fired is EAGAIN: nothing to clear.
-        let _ = self.retry.wait();
-        // SAFETY: as this function's.
-        let r = unsafe { self.drain_inner(out, capacity) };
-        if r.is_err() {
-            // Stay readable: the host comes back and hears the error again.
-            self.kick_on()?;
-        }
-        r
-    }
-
-    /// # Safety
-    /// As [`drain`](Self::drain).
-    unsafe fn drain_inner(
-        &mut self,
-        out: *mut fh_event,
-        capacity: usize,
-    ) -> Result<usize, Failure> {
-        for _ in 0..ARM_TRIES {
-            let events = self.follower.drain(capacity)?;
-            let mut n = 0;
-            for ev in events.take(capacity) {
-                // The views point into the follower's current batch (or its queue), which
-                // stays as it is until the follower is drained again: the next call here.
-                // SAFETY: `n < capacity` (`take`), and `out` is writable for `capacity`
-                // events (this function's contract): the slot is inside that memory.
-                let slot = unsafe { out.add(n) };
-                // SAFETY: `slot` is writable for one event (above); `write` does not read
-                // the old bytes, which may be uninitialised.
-                unsafe { slot.write(view(&ev)) };
-                n += 1;
+        let mut n = 0;
+        self.poll.drain_each(capacity, |ev| {
+            if n == capacity {
+                return;
             }
-            if n > 0 {
-                self.kick_on()?;
-                return Ok(n);
-            }
-            // Work that no fd announces: wake at its time instead of sleeping on the ring.
-            if let Some(at) = self.follower.reconnect_due() {
-                self.retry_at(at.saturating_duration_since(Instant::now()))?;
-                return Ok(0);
-            }
-            if self.follower.is_backfilling() {
-                self.retry_at(BACKFILL_RETRY)?;
-                return Ok(0);
-            }
-            if self.arm()? {
-                return Ok(0);
-            }
-        }
-        // The ring kept moving while nothing could be handed out: stay readable, and try
-        // again on the next call.
-        self.kick_on()?;
-        Ok(0)
+            // The views point into the follower's current batch (or its queue), which
+            // stays as it is until the follower is drained again: the next call here.
+            // SAFETY: `n < capacity` (checked above), and `out` is writable for `capacity`
+            // events (this function's contract): the slot is inside that memory.
+            let slot = unsafe { out.add(n) };
+            // SAFETY: `slot` is writable for one event (above); `write` does not read the
+            // old bytes, which may be uninitialised.
+            unsafe { slot.write(view(&ev)) };
+            n += 1;
+        })?;
+        Ok(n)
     }
 
-    /// Makes the fd readable after `after` (at once if it is zero).
-    fn retry_at(&self, after: Duration) -> Result<(), Failure> {
-        if after.is_zero() {
-            return self.kick_on();
-        }
-        self.retry
-            .set(
-                Expiration::OneShot(TimeSpec::from_duration(after)),
-                TimerSetTimeFlags::empty(),
-            )
-            .map_err(|e| Failure::new(fh_error::FH_ERR_IO, format!("timerfd_settime: {e}")))
-    }
-
-    /// Sets the sleeping flag and puts the ring's wake fd and the socket in the epoll set.
-    /// False if the ring moved meanwhile.
-    fn arm(&mut self) -> Result<bool, Failure> {
-        let client = self.follower.client();
-        let socket: RawFd = client.socket_fd().as_raw_fd();
-        let reader = client.reader_mut();
-        if !reader.prepare_wait() {
-            return Ok(false);
-        }
-        let wake = reader.wake_fd().map(|fd| fd.as_raw_fd());
-        self.armed = true;
-        for fd in [Some(socket), wake].into_iter().flatten() {
-            self.watch(fd)?;
-        }
-        Ok(true)
-    }
-
-    /// Adds `fd` to the epoll set (taken out again at the start of the next drain).
-    fn watch(&mut self, fd: RawFd) -> Result<(), Failure> {
-        // SAFETY: `fd` belongs to the follower's live connection, which is not touched
-        // between `arm` taking its number and this call; epoll only records it.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        match self
-            .epoll
-            .add(borrowed, EpollEvent::new(EpollFlags::EPOLLIN, 2))
-        {
-            // EEXIST: the socket and the wake fd are one (never, but harmless).
-            Ok(()) | Err(Errno::EEXIST) => {
-                self.registered.push(fd);
-                Ok(())
-            }
-            Err(e) => Err(Failure::new(
-                fh_error::FH_ERR_IO,
-                format!("epoll_ctl(ADD): {e}"),
-            )),
-        }
-    }
-
-    fn kick_on(&self) -> Result<(), Failure> {
-        match self.kick.write(1) {
-            // EAGAIN: the counter is full, so it is readable already.
-            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
-            Err(e) => Err(Failure::new(
-                fh_error::FH_ERR_IO,
-                format!("eventfd write: {e}"),
-            )),
-        }
-    }
-
-    fn kick_off(&self) -> Result<(), Failure> {
-        match self.kick.read() {
-            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
-            Err(e) => Err(Failure::new(
-                fh_error::FH_ERR_IO,
-                format!("eventfd read: {e}"),
-            )),
-        }
-    }
-
-    /// The follower, for status and history on its connection. Reading the socket there
-    /// can take news the fd would have announced, so the fd is made readable afterwards
-    /// (one spare drain at most).
+    /// The follower, for status and history on its connection (the fd is left readable:
+    /// reading the socket there can take news it would have announced).
     pub(crate) fn follower(&mut self) -> &mut Follower {
-        let _ = self.kick_on();
-        &mut self.follower
+        self.poll.follower()
     }
 
     pub(crate) fn next_query_id(&mut self) -> u64 {

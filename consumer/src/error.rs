@@ -39,6 +39,15 @@ pub enum FollowError {
         /// The instance the service has.
         found: InstanceId,
     },
+    /// The fd a [`PollFollower`](crate::PollFollower) hands to the run loop could not be
+    /// made or set (the process is out of fds, or the kernel refused).
+    #[error("the follower's wake fd: {what}: {source}")]
+    WakeFd {
+        /// The call that failed.
+        what: &'static str,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
     /// The connection ended and reconnecting is off (or cannot help).
     #[error("disconnected: {reason}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
     Disconnected {

@@ -53,6 +53,7 @@ mod live;
 mod options;
 mod owned;
 pub mod pages;
+mod poll;
 #[cfg(feature = "tokio")]
 mod stream;
 mod text;
@@ -66,6 +67,7 @@ pub use follow::{follow_from, Follower};
 pub use iter::Iter;
 pub use options::{Options, Start};
 pub use owned::OwnedEvent;
+pub use poll::PollFollower;
 #[cfg(feature = "tokio")]
 pub use stream::FollowStream;
 pub use text::{escape_path, unescape_path};

@@ -384,12 +384,7 @@ fn oldest_start_before_the_first_commit_still_gets_what_was_given_out() {
     let deadline = Instant::now() + WATCHDOG;
     while got.len() < 5 {
         assert!(Instant::now() < deadline, "watchdog: got {got:?}");
-        let evs: Vec<OwnedEvent> = f
-            .drain(16)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.to_owned_event())
-            .collect();
+        let evs: Vec<OwnedEvent> = f.drain(16).unwrap().map(|e| e.to_owned_event()).collect();
         got.extend(record_seqs(&evs));
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -113,6 +113,18 @@ pub enum GapReason {
 }
 
 impl GapReason {
+    /// Its name in JSON output, the C API and the Python module.
+    pub fn name(self) -> &'static str {
+        match self {
+            GapReason::Crash => "crash",
+            GapReason::NotStored => "not_stored",
+            GapReason::NotStreamed => "not_streamed",
+            GapReason::WriterOverflow => "writer_overflow",
+            GapReason::Retention => "retention",
+            GapReason::StoreFailed => "store_failed",
+        }
+    }
+
     /// The code carried in a ring gap frame.
     pub fn code(self) -> u32 {
         self as u32

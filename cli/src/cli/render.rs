@@ -83,14 +83,7 @@ fn inotify_names(k: EventKind) -> &'static str {
 }
 
 pub(crate) fn reason_name(r: GapReason) -> &'static str {
-    match r {
-        GapReason::Crash => "crash",
-        GapReason::NotStored => "not_stored",
-        GapReason::NotStreamed => "not_streamed",
-        GapReason::WriterOverflow => "writer_overflow",
-        GapReason::Retention => "retention",
-        GapReason::StoreFailed => "store_failed",
-    }
+    r.name()
 }
 
 fn json_str(s: &str) -> String {

@@ -12,8 +12,7 @@
 
 use firehose_transport::control::wire::DisconnectReason;
 use firehose_transport::record::{
-    ArchivedBlindReason, ArchivedEventKind, ArchivedFileEvent, ArchivedGapReason, BlindInfo,
-    BlindReason, EventKind, FileEvent, GapInfo, GapReason,
+    ArchivedFileEvent, BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapReason,
 };
 
 /// A history database's instance id (16 bytes, shown as 32 hex digits).
@@ -95,7 +94,7 @@ impl<'a> Record<'a> {
     /// ```
     pub fn kind(&self) -> EventKind {
         match self {
-            Record::Live(a) => kind_of(&a.kind),
+            Record::Live(a) => EventKind::from(a.kind),
             Record::Stored(e) => e.kind,
         }
     }
@@ -179,7 +178,7 @@ impl<'a> Record<'a> {
     pub fn blind(&self) -> Option<BlindInfo> {
         match self {
             Record::Live(a) => a.blind.as_ref().map(|b| BlindInfo {
-                reason: blind_reason_of(&b.reason),
+                reason: BlindReason::from(b.reason),
                 since_ns: b.since_ns.to_native(),
             }),
             Record::Stored(e) => e.blind,
@@ -214,58 +213,23 @@ impl<'a> Record<'a> {
             Record::Live(a) => FileEvent {
                 seq: a.seq.to_native(),
                 time_ns: a.time_ns.to_native(),
-                kind: kind_of(&a.kind),
+                kind: EventKind::from(a.kind),
                 path: a.path.as_slice().to_vec(),
                 path_to: a.path_to.as_ref().map(|p| p.as_slice().to_vec()),
                 rule: a.rule.to_native(),
                 size: a.size.as_ref().map(|s| s.to_native()),
                 reconciled: a.reconciled,
                 blind: a.blind.as_ref().map(|b| BlindInfo {
-                    reason: blind_reason_of(&b.reason),
+                    reason: BlindReason::from(b.reason),
                     since_ns: b.since_ns.to_native(),
                 }),
                 gap: a.gap.as_ref().map(|g| GapInfo {
                     to: g.to.to_native(),
-                    reason: reason_of(&g.reason),
+                    reason: GapReason::from(g.reason),
                 }),
             },
             Record::Stored(e) => (*e).clone(),
         }
-    }
-}
-
-fn kind_of(k: &ArchivedEventKind) -> EventKind {
-    match k {
-        ArchivedEventKind::Create => EventKind::Create,
-        ArchivedEventKind::Modify => EventKind::Modify,
-        ArchivedEventKind::CloseWrite => EventKind::CloseWrite,
-        ArchivedEventKind::Metadata => EventKind::Metadata,
-        ArchivedEventKind::Remove => EventKind::Remove,
-        ArchivedEventKind::Rename => EventKind::Rename,
-        ArchivedEventKind::Overflow => EventKind::Overflow,
-        ArchivedEventKind::Gap => EventKind::Gap,
-        ArchivedEventKind::Other => EventKind::Other,
-        ArchivedEventKind::BlindStart => EventKind::BlindStart,
-        ArchivedEventKind::BlindEnd => EventKind::BlindEnd,
-    }
-}
-
-fn blind_reason_of(r: &ArchivedBlindReason) -> BlindReason {
-    match r {
-        ArchivedBlindReason::Overflow => BlindReason::Overflow,
-        ArchivedBlindReason::Stopped => BlindReason::Stopped,
-        ArchivedBlindReason::Crashed => BlindReason::Crashed,
-    }
-}
-
-fn reason_of(r: &ArchivedGapReason) -> GapReason {
-    match r {
-        ArchivedGapReason::Crash => GapReason::Crash,
-        ArchivedGapReason::NotStored => GapReason::NotStored,
-        ArchivedGapReason::NotStreamed => GapReason::NotStreamed,
-        ArchivedGapReason::WriterOverflow => GapReason::WriterOverflow,
-        ArchivedGapReason::Retention => GapReason::Retention,
-        ArchivedGapReason::StoreFailed => GapReason::StoreFailed,
     }
 }
 

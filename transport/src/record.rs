@@ -225,6 +225,47 @@ pub struct FileEvent {
     pub blind: Option<BlindInfo>,
 }
 
+impl From<ArchivedEventKind> for EventKind {
+    fn from(k: ArchivedEventKind) -> Self {
+        match k {
+            ArchivedEventKind::Create => EventKind::Create,
+            ArchivedEventKind::Modify => EventKind::Modify,
+            ArchivedEventKind::CloseWrite => EventKind::CloseWrite,
+            ArchivedEventKind::Metadata => EventKind::Metadata,
+            ArchivedEventKind::Remove => EventKind::Remove,
+            ArchivedEventKind::Rename => EventKind::Rename,
+            ArchivedEventKind::Overflow => EventKind::Overflow,
+            ArchivedEventKind::Gap => EventKind::Gap,
+            ArchivedEventKind::Other => EventKind::Other,
+            ArchivedEventKind::BlindStart => EventKind::BlindStart,
+            ArchivedEventKind::BlindEnd => EventKind::BlindEnd,
+        }
+    }
+}
+
+impl From<ArchivedGapReason> for GapReason {
+    fn from(r: ArchivedGapReason) -> Self {
+        match r {
+            ArchivedGapReason::Crash => GapReason::Crash,
+            ArchivedGapReason::NotStored => GapReason::NotStored,
+            ArchivedGapReason::NotStreamed => GapReason::NotStreamed,
+            ArchivedGapReason::WriterOverflow => GapReason::WriterOverflow,
+            ArchivedGapReason::Retention => GapReason::Retention,
+            ArchivedGapReason::StoreFailed => GapReason::StoreFailed,
+        }
+    }
+}
+
+impl From<ArchivedBlindReason> for BlindReason {
+    fn from(r: ArchivedBlindReason) -> Self {
+        match r {
+            ArchivedBlindReason::Overflow => BlindReason::Overflow,
+            ArchivedBlindReason::Stopped => BlindReason::Stopped,
+            ArchivedBlindReason::Crashed => BlindReason::Crashed,
+        }
+    }
+}
+
 impl ArchivedFileEvent {
     /// The path as an OS string.
     pub fn path_os(&self) -> &std::ffi::OsStr {

@@ -15,6 +15,25 @@ use std::path::PathBuf;
 use firehose_consumer::pages::HistoryPager;
 use firehose_consumer::{Options, Policy, Start};
 
+/// Why the monitor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The default socket path cannot be worked out.
+    #[error("working out the default socket path: {0}")]
+    Place(#[from] firehose_consumer::PlaceError),
+    /// The service could not be reached or refused the reader.
+    #[error(transparent)]
+    Follow(#[from] firehose_consumer::FollowError),
+    /// A thread (the follower's, the history pager's, the status poller's) could not start.
+    #[error("starting the {what} thread: {source}")]
+    Thread {
+        /// Which.
+        what: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
 /// How the monitor connects.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -37,7 +56,7 @@ pub struct Config {
 pub fn connect(
     cfg: &Config,
     repaint: impl Fn(std::time::Duration) + Send + Sync + Clone + 'static,
-) -> anyhow::Result<app::Monitor> {
+) -> Result<app::Monitor, ConnectError> {
     let mut opts = Options::new()
         .name("firehose-gui")
         .policy(if cfg.lossless {
@@ -57,20 +76,24 @@ pub fn connect(
     };
     let follower = opts.connect()?;
     let pacer = pace::Pacer::default();
-    let live = follower.into_background(cfg.rows, {
-        let (repaint, pacer) = (repaint.clone(), pacer.clone());
-        move || {
-            if let Some(delay) = pacer.ask() {
-                repaint(delay);
+    let thread = |what| move |source| ConnectError::Thread { what, source };
+    let live = follower
+        .into_background(cfg.rows, {
+            let (repaint, pacer) = (repaint.clone(), pacer.clone());
+            move || {
+                if let Some(delay) = pacer.ask() {
+                    repaint(delay);
+                }
             }
-        }
-    })?;
+        })
+        .map_err(thread("follower"))?;
     let now = {
         let repaint = repaint.clone();
         move || repaint(std::time::Duration::ZERO)
     };
-    let history = HistoryPager::start(socket.clone(), "firehose-gui (history)", now.clone())?;
-    let status = status::start(socket, now)?;
+    let history = HistoryPager::start(socket.clone(), "firehose-gui (history)", now.clone())
+        .map_err(thread("history pager"))?;
+    let status = status::start(socket, now).map_err(thread("status"))?;
     Ok(app::Monitor::new(
         live,
         Some(history),

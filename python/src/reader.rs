@@ -15,6 +15,7 @@ use firehose_consumer::{
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::PyDict;
 
 use crate::arrow::{Columns, Row, RowsBuilder};
@@ -101,9 +102,10 @@ fn resume_after(ev: &Event<'_>) -> Option<u64> {
 }
 
 impl Reader {
+    /// Locks the reader. A thread that waits for the lock detaches from Python meanwhile:
+    /// the holder may be in a detached wait (status, query) and need the GIL back.
     fn lock(&self) -> PyResult<MutexGuard<'_, Inner>> {
-        self.inner
-            .lock()
+        Python::attach(|py| self.inner.lock_py_attached(py))
             .map_err(|_| Error::new_err("the reader was poisoned by a panic in another thread"))
     }
 }

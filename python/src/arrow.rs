@@ -88,8 +88,11 @@ struct Builder {
     len: usize,
 }
 
+/// Sets bit `i` of a bitmap filled in order (bit 0, 1, 2, ...): it grows a byte at a time,
+/// so it always holds exactly ceil(len / 8) bytes.
 fn set_bit(bits: &mut Vec<u8>, i: usize, on: bool) {
-    if i / 8 >= bits.len() {
+    assert!(i / 8 <= bits.len(), "bitmap bits are set in order");
+    if i / 8 == bits.len() {
         bits.push(0);
     }
     if on {
@@ -136,32 +139,36 @@ impl Builder {
     }
 
     fn u64(&mut self, v: Option<u64>) {
-        if let Values::U64(vals) = &mut self.col.values {
-            vals.push(v.unwrap_or(0));
-        }
+        let Values::U64(vals) = &mut self.col.values else {
+            unreachable!("{:?} is not a u64 column", self.col.name)
+        };
+        vals.push(v.unwrap_or(0));
         self.valid(v.is_some());
     }
 
     fn u32(&mut self, v: u32) {
-        if let Values::U32(vals) = &mut self.col.values {
-            vals.push(v);
-        }
+        let Values::U32(vals) = &mut self.col.values else {
+            unreachable!("{:?} is not a u32 column", self.col.name)
+        };
+        vals.push(v);
         self.valid(true);
     }
 
     fn bool(&mut self, v: bool) {
         let i = self.len;
-        if let Values::Bool(bits) = &mut self.col.values {
-            set_bit(bits, i, v);
-        }
+        let Values::Bool(bits) = &mut self.col.values else {
+            unreachable!("{:?} is not a bool column", self.col.name)
+        };
+        set_bit(bits, i, v);
         self.valid(true);
     }
 
     fn bytes_value(&mut self, v: Option<&[u8]>) {
-        if let Values::Bytes { offsets, data } = &mut self.col.values {
-            data.extend_from_slice(v.unwrap_or_default());
-            offsets.push(data.len() as i64);
-        }
+        let Values::Bytes { offsets, data } = &mut self.col.values else {
+            unreachable!("{:?} is not a bytes column", self.col.name)
+        };
+        data.extend_from_slice(v.unwrap_or_default());
+        offsets.push(data.len() as i64);
         self.valid(v.is_some());
     }
 

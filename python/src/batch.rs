@@ -57,10 +57,11 @@ impl Batch {
 /// A C struct handed out in a capsule: its name there and how to release it.
 trait Exported: Sized {
     const NAME: &'static CStr;
-    /// Releases what `p` owns, if it was not moved out (its release is then NULL).
+    /// Releases what `p` owns, unless it was moved out or released (its release is then
+    /// NULL).
     ///
     /// # Safety
-    /// `p` points to a live value of ours.
+    /// `p` points to a value of ours, live or moved out.
     unsafe fn release(p: *mut Self);
 }
 
@@ -91,16 +92,15 @@ impl Exported for ArrowArrayStream {
 /// The capsule's destructor: releases the struct unless its consumer moved it out, then
 /// frees the struct's own memory.
 unsafe extern "C" fn drop_capsule<T: Exported>(capsule: *mut ffi::PyObject) {
-    // SAFETY: called by Python with the capsule this destructor was set on, whose name is
-    // `T::NAME` (`capsule` below).
-    let p = unsafe { ffi::PyCapsule_GetPointer(capsule, T::NAME.as_ptr()) }.cast::<T>();
-    if p.is_null() {
-        // SAFETY: GetPointer set an exception for a wrong name; a destructor must not leave
-        // one behind.
-        unsafe { ffi::PyErr_Clear() };
+    // SAFETY: called by Python with the capsule this destructor was set on. IsValid sets
+    // no exception (a pending one, if any, is left as it is).
+    if unsafe { ffi::PyCapsule_IsValid(capsule, T::NAME.as_ptr()) } == 0 {
         return;
     }
-    // SAFETY: `p` is the `Box::into_raw` of `capsule`, freed only here.
+    // SAFETY: a valid capsule named `T::NAME` (checked above), made by `capsule` below.
+    let p = unsafe { ffi::PyCapsule_GetPointer(capsule, T::NAME.as_ptr()) }.cast::<T>();
+    // SAFETY: `p` is the `Box::into_raw` of `capsule`; a capsule that was made is freed
+    // only here (the other free, in `capsule`, is for one that was not made).
     unsafe { T::release(p) };
     // SAFETY: as above: the box is taken back once.
     drop(unsafe { Box::from_raw(p) });

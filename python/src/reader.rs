@@ -4,7 +4,7 @@
 //! connection.
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -46,6 +46,9 @@ const ITER_CHUNK: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Reader {
     inner: Mutex<Inner>,
+    /// `inner.poll`'s epoll fd, read without the lock: it is the same fd for the
+    /// `PollFollower`'s whole life, and that lives as long as this value.
+    fd: RawFd,
 }
 
 #[derive(Debug)]
@@ -110,16 +113,20 @@ impl Reader {
     }
 }
 
-/// Waits (without the GIL) until `fd` is readable or `timeout` passes.
-fn wait_readable(py: Python<'_>, fd: i32, timeout: Duration) {
-    py.detach(|| {
-        // SAFETY: `fd` is the reader's epoll fd, open for the reader's whole life; the
-        // caller is a method of the reader, which Python keeps alive for the call.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let mut fds = [PollFd::new(borrowed, PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-        let _ = poll(&mut fds, ms);
-    });
+impl Reader {
+    /// Waits (without the GIL) until the reader's fd is readable or `timeout` passes.
+    fn wait_readable(&self, py: Python<'_>, timeout: Duration) {
+        let fd = self.fd;
+        py.detach(|| {
+            // SAFETY: `fd` is `inner.poll`'s epoll fd, which stays open while `self` lives
+            // (`PollFollower` never replaces or closes it before it is dropped), and `self`
+            // is borrowed for this whole call.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let mut fds = [PollFd::new(borrowed, PollFlags::POLLIN)];
+            let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+            let _ = poll(&mut fds, ms);
+        });
+    }
 }
 
 #[pymethods]
@@ -153,7 +160,9 @@ impl Reader {
         }
         let follower = py.detach(|| opts.connect()).map_err(to_py)?;
         let poll = PollFollower::new(follower).map_err(to_py)?;
+        let fd = poll.fd().as_raw_fd();
         Ok(Reader {
+            fd,
             inner: Mutex::new(Inner {
                 poll,
                 queue: VecDeque::new(),
@@ -164,8 +173,8 @@ impl Reader {
 
     /// The fd to wait on (readable: call `drain` or `drain_batch`). Owned by the reader:
     /// do not close it. The same fd for the reader's whole life, across reconnects.
-    fn fileno(&self) -> PyResult<i32> {
-        Ok(self.lock()?.poll.fd().as_raw_fd())
+    fn fileno(&self) -> i32 {
+        self.fd
     }
 
     /// The seq after the last event handed out: pass it as `start=` to resume there.
@@ -258,7 +267,7 @@ impl Reader {
             if let Some(o) = self.next_nowait(py)? {
                 return Ok(o);
             }
-            wait_readable(py, self.fileno()?, SIGNAL_CHECK);
+            self.wait_readable(py, SIGNAL_CHECK);
             py.check_signals()?;
         }
     }

@@ -121,6 +121,8 @@ pub struct Follower {
     view: View,
     state: State,
     query_id: u64,
+    /// How many connections this follower has made (the first one is 1).
+    connections: u64,
 }
 
 /// Connects with the default [`Options`], backfills from `seq` and then follows live.
@@ -204,6 +206,7 @@ impl Follower {
             view: View::Empty,
             state: State::Connected,
             query_id: 0,
+            connections: 1,
         };
         f.missed_up_to(w.start_seq);
         Ok(f)
@@ -346,6 +349,20 @@ impl Follower {
     /// ```
     pub fn instance_id(&self) -> InstanceId {
         self.instance
+    }
+
+    /// How many connections this follower has made: 1, and one more for each reconnect.
+    /// A query sent on [`client`](Self::client) is answered only while this stays the
+    /// same (a new connection knows nothing of the old one's queries).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let f = firehose_consumer::Options::new().connect()?;
+    /// assert_eq!(f.connections(), 1);
+    /// # Ok::<(), firehose_consumer::FollowError>(())
+    /// ```
+    pub fn connections(&self) -> u64 {
+        self.connections
     }
 
     /// Whether a backfill is under way (holes wait in the queue).
@@ -655,6 +672,7 @@ impl Follower {
                 let start_seq = c.welcome().start_seq;
                 let old = std::mem::replace(&mut self.client, c);
                 old.bye();
+                self.connections += 1;
                 self.state = State::Connected;
                 let lead = self
                     .pending

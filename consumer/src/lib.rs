@@ -60,7 +60,7 @@ mod text;
 pub mod time;
 mod view;
 
-pub use background::{Background, Gathered};
+pub use background::{Background, Gathered, StatusNow};
 pub use error::FollowError;
 pub use events::{Event, InstanceId, Record};
 pub use follow::{follow_from, Follower};

@@ -1,18 +1,18 @@
 //! Browsing history from a table: [`Paging`] decides which page to ask for next when the
 //! user scrolls past the rows held (older pages just below the oldest row, newer pages
-//! back down to the live rows, or a jump to a seq or a time), and [`HistoryPager`] asks
-//! the service on a thread with its own connection, so a UI never waits for history.
+//! back down to the live rows, or a jump to a seq or a time). The follower's thread
+//! ([`Background::ask`](crate::Background::ask)) asks the service on the follower's own
+//! connection, so a UI never waits for history and holds one connection.
 //!
 //! ```no_run
-//! use firehose_consumer::pages::{HistoryPager, Paging};
-//! let socket = firehose_consumer::default_socket_path()?;
-//! let pager = HistoryPager::start(socket, "my-gui (history)", || {})?;
+//! use firehose_consumer::pages::Paging;
+//! let bg = firehose_consumer::Options::new().connect()?.into_background(10_000, || {})?;
 //! let mut paging = Paging::new(500);
 //! if let Some(r) = paging.older(10_000) {
-//!     pager.ask(r); // seqs 9500..=9999
+//!     bg.ask(r); // seqs 9500..=9999
 //! }
 //! // Later, once per frame:
-//! if let Some(answer) = pager.try_answer() {
+//! if let Some(answer) = bg.try_answer() {
 //!     if let Some(req) = paging.answered(answer.id, answer.page.as_ref().ok().and_then(|p| p.truncated)) {
 //!         println!("{:?}: {:?}", req.direction, answer.page.map(|p| p.events.len()));
 //!     }
@@ -20,12 +20,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::time::Duration;
-
-use firehose_transport::control::client::{Client, ClientError, ConnectOptions, QueryPage};
-use firehose_transport::control::wire::{HistoryQuery, QueryEnd};
+use firehose_transport::control::client::ClientError;
+use firehose_transport::control::wire::HistoryQuery;
 use firehose_transport::record::FileEvent;
 
 /// Which way a page moves from what is held.
@@ -205,110 +201,32 @@ pub enum PageError {
     /// The service refused the query.
     #[error("the service refused the history query")]
     Invalid,
+    /// The answer did not come: the connection was lost, or the service took too long.
+    /// Asking again is safe.
+    #[error("history page lost: {0}")]
+    Lost(String),
 }
 
-/// An answer from [`HistoryPager`].
+impl PageRequest {
+    /// The history query that asks for this page, under the wire id `id`.
+    pub fn query(&self, id: u64) -> HistoryQuery {
+        HistoryQuery {
+            id,
+            seq: self.since_ns.is_none().then_some((self.from, self.to)),
+            time_ns: self.since_ns.map(|t| (t, u64::MAX)),
+            limit: self.limit,
+            ..HistoryQuery::default()
+        }
+    }
+}
+
+/// An answer from [`Background::ask`](crate::Background::ask).
 #[derive(Debug)]
 pub struct PageAnswer {
     /// The request's id.
     pub id: u64,
     /// Its rows, or why not.
     pub page: Result<Page, PageError>,
-}
-
-/// A thread with its own connection that answers page requests; it connects on the first
-/// request (and again after a failure) and ends when this is dropped.
-#[derive(Debug)]
-pub struct HistoryPager {
-    tx: Sender<PageRequest>,
-    rx: Receiver<PageAnswer>,
-}
-
-impl HistoryPager {
-    /// Starts the thread; the connection is named `name` in the service's status, and
-    /// `on_answer` is called after each answer is ready (a GUI asks for a repaint).
-    ///
-    /// # Errors
-    /// If the thread cannot start.
-    pub fn start(
-        socket: PathBuf,
-        name: &str,
-        on_answer: impl Fn() + Send + 'static,
-    ) -> std::io::Result<HistoryPager> {
-        let (tx, req_rx) = channel::<PageRequest>();
-        let (ans_tx, rx) = channel::<PageAnswer>();
-        let name = name.to_string();
-        std::thread::Builder::new()
-            .name("history-pager".into())
-            .spawn(move || serve(&socket, &name, &req_rx, &ans_tx, &on_answer))?;
-        Ok(HistoryPager { tx, rx })
-    }
-
-    /// Sends a request (answered in order).
-    pub fn ask(&self, r: PageRequest) {
-        let _ = self.tx.send(r);
-    }
-
-    /// An answer, if one is ready; never waits.
-    pub fn try_answer(&self) -> Option<PageAnswer> {
-        self.rx.try_recv().ok()
-    }
-}
-
-fn serve(
-    socket: &Path,
-    name: &str,
-    rx: &Receiver<PageRequest>,
-    tx: &Sender<PageAnswer>,
-    on_answer: &dyn Fn(),
-) {
-    let mut client: Option<Client<FileEvent>> = None;
-    while let Ok(r) = rx.recv() {
-        let page = fetch(socket, name, &mut client, r);
-        if page.is_err() {
-            client = None;
-        }
-        if tx.send(PageAnswer { id: r.id, page }).is_err() {
-            return;
-        }
-        on_answer();
-    }
-}
-
-fn fetch(
-    socket: &Path,
-    name: &str,
-    client: &mut Option<Client<FileEvent>>,
-    r: PageRequest,
-) -> Result<Page, PageError> {
-    let c = match client {
-        Some(c) => c,
-        None => {
-            let opts = ConnectOptions {
-                name: name.into(),
-                ..ConnectOptions::default()
-            };
-            client.insert(Client::connect(socket, &opts)?)
-        }
-    };
-    let q = HistoryQuery {
-        id: r.id,
-        seq: r.since_ns.is_none().then_some((r.from, r.to)),
-        time_ns: r.since_ns.map(|t| (t, u64::MAX)),
-        limit: r.limit,
-        ..HistoryQuery::default()
-    };
-    let mut page = Page::default();
-    for p in c.query_pages(q, Duration::from_secs(30))? {
-        match p? {
-            QueryPage::Rows(rows) => page.events.extend(rows),
-            QueryPage::End(QueryEnd::Truncated { oldest }) => page.truncated = Some(oldest),
-            QueryPage::End(QueryEnd::Unavailable) => return Err(PageError::Unavailable),
-            QueryPage::End(QueryEnd::Invalid) => return Err(PageError::Invalid),
-            QueryPage::End(_) => {}
-        }
-    }
-    Ok(page)
 }
 
 #[cfg(test)]

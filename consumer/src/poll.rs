@@ -17,6 +17,9 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
+use firehose_transport::control::client::QueryPage;
+use firehose_transport::control::wire::Status;
+
 use crate::{Event, FollowError, Follower};
 
 /// How many times a drain tries again when the ring moved while it was arming the wake
@@ -132,8 +135,9 @@ impl PollFollower {
     fn disarm(&mut self) {
         for fd in std::mem::take(&mut self.registered) {
             // SAFETY: `fd` is the live connection's and still open: it was added in `arm`,
-            // and the follower cannot have been touched since, since both ways to reach it
-            // (`drain_each` and `follower`) come here first.
+            // and nothing can have closed it since: the two ways to reach the follower
+            // that can reconnect or close (`drain_each` and `follower`) come here first,
+            // and `take_page` and `take_status` only take answers already read.
             let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
         }
         if self.armed {
@@ -253,5 +257,29 @@ impl PollFollower {
     /// Where this follower would resume: [`Follower::next_seq`].
     pub fn next_seq(&self) -> u64 {
         self.follower.next_seq()
+    }
+
+    /// [`Follower::connections`].
+    pub fn connections(&self) -> u64 {
+        self.follower.connections()
+    }
+
+    /// Whether the connection is down and a reconnect is under way
+    /// ([`Follower::reconnect_due`]).
+    pub fn reconnecting(&self) -> bool {
+        self.follower.reconnect_due().is_some()
+    }
+
+    /// The next page of query `id`'s answer that a drain has read off the socket (see
+    /// [`Client::take_page`](firehose_transport::control::client::Client::take_page)). It
+    /// touches neither the socket nor the ring, so the fd's arming stays right: a page the
+    /// socket brings makes the fd readable, and the drain it calls for reads it.
+    pub fn take_page(&mut self, id: u64) -> Option<QueryPage> {
+        self.follower.client().take_page(id)
+    }
+
+    /// A status answer that a drain has read off the socket (as [`take_page`](Self::take_page)).
+    pub fn take_status(&mut self) -> Option<Status> {
+        self.follower.client().take_status()
     }
 }

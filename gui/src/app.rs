@@ -6,20 +6,18 @@
 use std::time::Instant;
 
 use eframe::egui::{self, Color32, RichText};
-use firehose_consumer::pages::{Direction, HistoryPager};
+use firehose_consumer::pages::Direction;
 use firehose_consumer::{Background, OwnedEvent, Policy, Status};
 
 use crate::model::{Conn, Model};
-use crate::status::Latest;
 
 /// The monitor: the model, the follower's thread and the status.
 #[derive(Debug)]
 pub struct Monitor {
     /// What is shown.
     pub model: Model,
+    /// The follower's thread: records, history pages and the status, on one connection.
     live: Background,
-    history: Option<HistoryPager>,
-    status: Option<Latest>,
     started: Instant,
     filter_text: String,
     goto_text: String,
@@ -47,20 +45,12 @@ pub struct Monitor {
 const ROW_H: f32 = 18.0;
 
 impl Monitor {
-    /// A monitor over a follower already on its thread, the history pager and the status
-    /// source; `pacer` is the one the follower's repaint requests ask.
-    pub fn new(
-        live: Background,
-        history: Option<HistoryPager>,
-        status: Option<Latest>,
-        cap: usize,
-        pacer: crate::pace::Pacer,
-    ) -> Monitor {
+    /// A monitor over a follower already on its thread (which also pages history and
+    /// polls the status); `pacer` is the one the follower's repaint requests ask.
+    pub fn new(live: Background, cap: usize, pacer: crate::pace::Pacer) -> Monitor {
         Monitor {
             model: Model::new(cap),
             live,
-            history,
-            status,
             started: Instant::now(),
             filter_text: String::new(),
             goto_text: String::new(),
@@ -169,17 +159,14 @@ impl Monitor {
     /// Takes history's answers (keeping the row in view where it was) and asks for the
     /// next page if scrolling wants one.
     fn pages(&mut self) {
-        let Some(history) = &self.history else {
-            return;
-        };
-        while let Some(a) = history.try_answer() {
+        while let Some(a) = self.live.try_answer() {
             let moved = self.model.history_answer(a);
             if matches!(moved, Some(Direction::Older | Direction::Newer)) && !self.model.follow {
                 self.model.scroll_to = self.model.scroll_to.or(self.top_seq);
             }
         }
         if let Some(r) = self.model.history_request() {
-            history.ask(r);
+            self.live.ask(r);
         }
     }
 
@@ -188,10 +175,7 @@ impl Monitor {
             .model
             .go_to(&self.goto_text, firehose_consumer::time::now_ns())
         {
-            Ok(r) => match &self.history {
-                Some(h) => h.ask(r),
-                None => self.model.paging.error = Some("no history connection".into()),
-            },
+            Ok(r) => self.live.ask(r),
             Err(e) => self.model.paging.error = Some(e),
         }
     }
@@ -447,12 +431,7 @@ impl Monitor {
         self.rate_plot(ui);
         ui.separator();
         ui.heading("Service");
-        let Some(latest) = &self.status else {
-            ui.label("(no status)");
-            return;
-        };
-        let latest = latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match latest {
+        match self.live.status() {
             Ok((s, at)) => {
                 // The uptime moves on between answers (asked for every few seconds).
                 let mut s = s;
@@ -601,8 +580,7 @@ fn status_grid(ui: &mut egui::Ui, s: &Status) {
     });
     ui.label(RichText::new("Readers").strong());
     egui::Grid::new("readers").num_columns(4).show(ui, |ui| {
-        // Our own status connection never reads the ring: its lag means nothing.
-        for r in s.readers.iter().filter(|r| r.name != crate::status::NAME) {
+        for r in &s.readers {
             ui.label(r.name.clone());
             ui.label(format!("pid {}", r.pid));
             ui.label(match r.policy {

@@ -8,31 +8,25 @@ pub mod app;
 mod history;
 pub mod model;
 pub mod pace;
-pub mod status;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use firehose_consumer::pages::HistoryPager;
 use firehose_consumer::{Options, Policy, Start};
 
 /// Why the monitor could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The default socket path cannot be worked out.
-    #[error("working out the default socket path: {0}")]
-    Place(#[from] firehose_consumer::PlaceError),
     /// The service could not be reached or refused the reader.
     #[error(transparent)]
     Follow(#[from] firehose_consumer::FollowError),
-    /// A thread (the follower's, the history pager's, the status poller's) could not start.
-    #[error("starting the {what} thread: {source}")]
-    Thread {
-        /// Which.
-        what: &'static str,
-        /// What the OS said.
-        source: std::io::Error,
-    },
+    /// The follower's thread could not start.
+    #[error("starting the follower's thread: {0}")]
+    Thread(std::io::Error),
 }
+
+/// How often the status panel asks the service.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// How the monitor connects.
 #[derive(Clone, Debug)]
@@ -47,9 +41,10 @@ pub struct Config {
     pub from_seq: Option<u64>,
 }
 
-/// Connects and starts the follower and status threads; `repaint(delay)` is called when
-/// there is something new to draw, `delay` from now (new records are paced to one frame
-/// after the last frame began, see [`pace`]; history and status answers are drawn at once).
+/// Connects and starts the follower's thread, which also pages history and polls the
+/// status on the same connection (one socket, one ring reader); `repaint(delay)` is called
+/// when there is something new to draw, `delay` from now (paced to one frame after the
+/// last frame began, see [`pace`]).
 ///
 /// # Errors
 /// If the service cannot be reached or a thread cannot start.
@@ -70,13 +65,8 @@ pub fn connect(
     if let Some(s) = &cfg.socket {
         opts = opts.socket(s.clone());
     }
-    let socket = match &cfg.socket {
-        Some(s) => s.clone(),
-        None => firehose_consumer::client_socket_path()?,
-    };
     let follower = opts.connect()?;
     let pacer = pace::Pacer::default();
-    let thread = |what| move |source| ConnectError::Thread { what, source };
     let live = follower
         .into_background(cfg.rows, {
             let (repaint, pacer) = (repaint.clone(), pacer.clone());
@@ -86,19 +76,9 @@ pub fn connect(
                 }
             }
         })
-        .map_err(thread("follower"))?;
-    let now = {
-        let repaint = repaint.clone();
-        move || repaint(std::time::Duration::ZERO)
-    };
-    let history = HistoryPager::start(socket.clone(), "firehose-gui (history)", now.clone())
-        .map_err(thread("history pager"))?;
-    let status = status::start(socket, now).map_err(thread("status"))?;
-    Ok(app::Monitor::new(
-        live,
-        Some(history),
-        Some(status),
-        cfg.rows,
-        pacer,
-    ))
+        .map_err(ConnectError::Thread)?;
+    // The status panel; an idle monitor is woken this rarely by it, and redraws only when
+    // the status changed in more than the uptime.
+    live.poll_status(STATUS_EVERY);
+    Ok(app::Monitor::new(live, cfg.rows, pacer))
 }

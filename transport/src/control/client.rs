@@ -129,7 +129,10 @@ pub struct Client<T> {
     service: PeerCred,
     segments: VecDeque<Segment>,
     notices: VecDeque<Notice>,
+    /// Answers (status, history rows) not yet taken: each caller takes only its own.
     other: VecDeque<ClientEvent>,
+    /// Queries whose asker stopped listening: their late rows are dropped as they come.
+    abandoned: Vec<u64>,
     disconnected: Option<(DisconnectReason, String)>,
     /// Seq after the last event handed out.
     next_seq: u64,
@@ -147,6 +150,29 @@ impl<T> std::fmt::Debug for Client<T> {
             .field("path", &self.path)
             .field("welcome", &self.welcome)
             .finish()
+    }
+}
+
+impl<T> Client<T> {
+    /// Stops listening to query `id`: the rest of its answer is dropped as it comes.
+    pub fn abandon(&mut self, id: u64) {
+        let mut ended = false;
+        self.other.retain(|e| match e {
+            ClientEvent::Rows { id: i, .. } => *i != id,
+            ClientEvent::RowsEnd { id: i, .. } if *i == id => {
+                ended = true;
+                false
+            }
+            _ => true,
+        });
+        if !ended && !self.abandoned.contains(&id) {
+            self.abandoned.push(id);
+        }
+    }
+
+    fn take_matching(&mut self, want: impl FnMut(&ClientEvent) -> bool) -> Option<ClientEvent> {
+        let i = self.other.iter().position(want)?;
+        self.other.remove(i)
     }
 }
 
@@ -237,6 +263,7 @@ impl<T: Archive> Client<T> {
                             segments: VecDeque::new(),
                             notices: VecDeque::new(),
                             other: VecDeque::new(),
+                            abandoned: Vec::new(),
                             disconnected: None,
                             start: opts.start,
                             buf: vec![0; 64 << 10],
@@ -344,7 +371,16 @@ impl<T: Archive> Client<T> {
                         self.disconnected = Some((reason, detail));
                     }
                 }
-                other => self.other.push_back(other),
+                ClientEvent::Rows { id, .. } if self.abandoned.contains(&id) => {}
+                ClientEvent::RowsEnd { id, .. } if self.abandoned.contains(&id) => {
+                    self.abandoned.retain(|a| *a != id);
+                }
+                ev @ (ClientEvent::Rows { .. }
+                | ClientEvent::RowsEnd { .. }
+                | ClientEvent::Status(_)) => self.other.push_back(ev),
+                // A second welcome is a protocol error the state machine reports itself;
+                // nothing else is for anyone to take.
+                ClientEvent::Welcome { .. } => {}
             }
         }
     }
@@ -542,11 +578,17 @@ impl<T: Archive> Client<T> {
         })
     }
 
-    /// Waits for the next event that is not about the ring.
-    fn next_other(&mut self, timeout: Duration) -> Result<ClientEvent, ClientError> {
+    /// Waits for the next answer that `want` takes; answers it does not take stay for
+    /// their own askers (the follower's backfill and an application's queries share one
+    /// connection).
+    fn next_matching(
+        &mut self,
+        timeout: Duration,
+        mut want: impl FnMut(&ClientEvent) -> bool,
+    ) -> Result<ClientEvent, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(ev) = self.other.pop_front() {
+            if let Some(ev) = self.take_matching(&mut want) {
                 return Ok(ev);
             }
             if self.disconnected.is_some() {
@@ -569,10 +611,11 @@ impl<T: Archive> Client<T> {
     /// [`ClientError::Disconnected`], [`ClientError::Timeout`], [`ClientError::Io`].
     pub fn status(&mut self) -> Result<Status, ClientError> {
         self.send(&ClientMsg::StatusRequest)?;
-        loop {
-            if let ClientEvent::Status(s) = self.next_other(Duration::from_secs(10))? {
-                return Ok(*s);
-            }
+        match self.next_matching(Duration::from_secs(10), |e| {
+            matches!(e, ClientEvent::Status(_))
+        })? {
+            ClientEvent::Status(s) => Ok(*s),
+            _ => unreachable!("only a status matches"),
         }
     }
 
@@ -585,11 +628,56 @@ impl<T: Archive> Client<T> {
         self.send(&ClientMsg::Query(q))?;
         let mut rows = Vec::new();
         loop {
-            match self.next_other(Duration::from_secs(60))? {
-                ClientEvent::Rows { id: i, rows: r } if i == id => rows.extend(r),
-                ClientEvent::RowsEnd { id: i, end } if i == id => return Ok((rows, end)),
-                _ => {}
+            match self.next_matching(Duration::from_secs(60), |e| answers(e, id)) {
+                Ok(ClientEvent::Rows { rows: r, .. }) => rows.extend(r),
+                Ok(ClientEvent::RowsEnd { end, .. }) => return Ok((rows, end)),
+                Ok(_) => unreachable!("only this query's answer matches"),
+                Err(e) => {
+                    self.abandon(id);
+                    return Err(e);
+                }
             }
+        }
+    }
+
+    /// Sends a history query without waiting for its answer: take the answer's pages with
+    /// [`take_page`](Self::take_page) as receive calls read them off the socket (so one
+    /// connection reads the ring and browses history at once). Ids are
+    /// the caller's to keep apart from any other query on this connection.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] if the socket fails.
+    pub fn send_query(&mut self, q: HistoryQuery) -> Result<(), ClientError> {
+        self.send(&ClientMsg::Query(q))
+    }
+
+    /// Asks for the service's status without waiting; the answer is taken with
+    /// [`take_status`](Self::take_status).
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] if the socket fails.
+    pub fn send_status_request(&mut self) -> Result<(), ClientError> {
+        self.send(&ClientMsg::StatusRequest)
+    }
+
+    /// The next page of query `id`'s answer that a receive call has read off the socket,
+    /// if any. Touches neither the socket nor the ring: a reader that waits on the socket
+    /// and the wake fd and then receives (as [`recv`](Self::recv) does) has read every
+    /// answer that woke it.
+    pub fn take_page(&mut self, id: u64) -> Option<QueryPage> {
+        match self.take_matching(|e| answers(e, id))? {
+            ClientEvent::Rows { rows, .. } => Some(QueryPage::Rows(rows)),
+            ClientEvent::RowsEnd { end, .. } => Some(QueryPage::End(end)),
+            _ => unreachable!("only this query's answer matches"),
+        }
+    }
+
+    /// A status answer that a receive call has read off the socket, if any (see
+    /// [`take_page`](Self::take_page)).
+    pub fn take_status(&mut self) -> Option<Status> {
+        match self.take_matching(|e| matches!(e, ClientEvent::Status(_)))? {
+            ClientEvent::Status(s) => Some(*s),
+            _ => unreachable!("only a status matches"),
         }
     }
 
@@ -773,23 +861,34 @@ impl<T: Archive> Iterator for QueryPages<'_, T> {
         if self.done {
             return None;
         }
-        loop {
-            match self.client.next_other(self.timeout) {
-                Ok(ClientEvent::Rows { id, rows }) if id == self.id => {
-                    return Some(Ok(QueryPage::Rows(rows)))
-                }
-                Ok(ClientEvent::RowsEnd { id, end }) if id == self.id => {
-                    self.done = true;
-                    return Some(Ok(QueryPage::End(end)));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
+        let id = self.id;
+        match self.client.next_matching(self.timeout, |e| answers(e, id)) {
+            Ok(ClientEvent::Rows { rows, .. }) => Some(Ok(QueryPage::Rows(rows))),
+            Ok(ClientEvent::RowsEnd { end, .. }) => {
+                self.done = true;
+                Some(Ok(QueryPage::End(end)))
+            }
+            Ok(_) => unreachable!("only this query's answer matches"),
+            Err(e) => {
+                self.done = true;
+                self.client.abandon(id);
+                Some(Err(e))
             }
         }
     }
+}
+
+impl<T> Drop for QueryPages<'_, T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.abandon(self.id);
+        }
+    }
+}
+
+/// Whether `e` is part of query `id`'s answer.
+fn answers(e: &ClientEvent, id: u64) -> bool {
+    matches!(e, ClientEvent::Rows { id: i, .. } | ClientEvent::RowsEnd { id: i, .. } if *i == id)
 }
 
 impl<T: Archive> Client<T> {

@@ -1,10 +1,11 @@
 //! `firehose view`: a live terminal viewer. A reader thread drains the ring as records come
 //! into a bounded inbox (`Follower::into_background`); the screen takes the inbox once per
 //! frame into its bounded buffer, redraws at most every [`FRAME`] (and only when something
-//! changed), and sends history page requests to a worker thread so it never waits.
+//! changed), and sends history page requests to the reader thread, which asks on the same
+//! connection without waiting for the answer (one socket, one ring reader).
 //!
 //! Nothing polls: the loop sleeps until a key (read by a thread of its own), new records or
-//! a history answer (their threads' callbacks) wake it, or a timer that is due: the next
+//! a history answer (the reader thread's callback) wake it, or a timer that is due: the next
 //! frame after a wake, the sparkline's next second while it shows anything. At rest the
 //! viewer does not wake at all.
 
@@ -20,7 +21,6 @@ mod ui;
 
 use std::time::{Duration, Instant};
 
-use firehose_consumer::pages::HistoryPager;
 use firehose_consumer::{Options, OwnedEvent, Policy, Start};
 
 use super::{code, Cli};
@@ -51,7 +51,7 @@ pub(crate) struct Args {
 pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
     let socket = cli.socket()?;
     let f = Options::new()
-        .socket(socket.clone())
+        .socket(socket)
         .name("firehose view")
         .policy(if a.lossless {
             Policy::Lossless
@@ -68,7 +68,6 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         // Full: a wake is already pending, which is all this says.
         let _pending = wake_tx.try_send(());
     };
-    let worker = HistoryPager::start(socket, "firehose view (history)", waker.clone())?;
     let mut app = App::new(a.buffer);
     app.live_next = f.next_seq();
     let live = f.into_background(a.buffer, waker)?;
@@ -138,7 +137,7 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         if app.rate.add(sec, app.counts.received - before) {
             app.dirty = true;
         }
-        while let Some(a) = worker.try_answer() {
+        while let Some(a) = live.try_answer() {
             let rows = a
                 .page
                 .map(|p| (p.events.iter().map(Row::from_event).collect(), p.truncated))
@@ -146,7 +145,7 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
             app.history_answer(a.id, rows);
         }
         if let Some(r) = app.history_request() {
-            worker.ask(r);
+            live.ask(r);
             app.dirty = true;
         }
         if app.dirty {

@@ -1,7 +1,8 @@
 //! `firehose view` driven in tmux against the real `firehosed`: rows appear, the filter
 //! narrows them, pause holds them, scrolling up stops following and `G` follows again,
 //! scrolling past memory shows rows from history, and the service going away and coming
-//! back is shown. Every wait polls `capture-pane` under a deadline.
+//! back is shown; the viewer is one connection to the service. Every wait polls
+//! `capture-pane` under a deadline.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -218,6 +219,27 @@ fn scrolling_past_memory_shows_rows_from_history() {
     t.wait("following again", |s| {
         s.contains("FOLLOW") && s.contains("/w/hist-199")
     });
+    // History came over the viewer's own connection: the service sees one reader for it.
+    let out = Command::new(env!("CARGO_BIN_EXE_firehose"))
+        .arg("--socket")
+        .arg(dir.join("s.sock"))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["readers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .filter(|n| *n != "firehose status")
+        .collect();
+    assert_eq!(names, ["firehose view"], "one connection: {v}");
     t.keys(&["q"]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -24,7 +24,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::error::FollowError;
-use crate::events::Event;
 use crate::follow::Follower;
 use crate::owned::OwnedEvent;
 use crate::pages::{Page, PageAnswer, PageError, PageRequest};
@@ -308,10 +307,9 @@ impl Thread<'_> {
         while !self.shared.stop.load(Ordering::Relaxed) {
             self.take_asks();
             let mut news = self.send_asks();
-            let drained = self.f.drain_each(RECV_MAX, |e: Event<'_>| {
-                // Converted outside the lock: the draw loop only ever waits for an append.
-                local.push(e.to_owned_event());
-            });
+            // Converted outside the lock (the draw loop only ever waits for an append),
+            // each record once.
+            let drained = self.f.drain_owned(RECV_MAX, &mut local);
             let at = Instant::now();
             news |= self.take_answers(at);
             let (n, ended) = match drained {

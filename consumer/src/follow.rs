@@ -259,6 +259,55 @@ impl Follower {
         Ok(self.view())
     }
 
+    /// As [`drain`](Self::drain), but appends owned events to `out` and returns how many:
+    /// a caller that keeps the events (a background inbox) gets each record converted
+    /// once, and gathered batches are moved, not copied a second time.
+    ///
+    /// # Errors
+    /// As [`drain`](Self::drain).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// let mut f = firehose_consumer::Options::new().connect()?;
+    /// let mut kept = Vec::new();
+    /// let n = f.drain_owned(4096, &mut kept)?;
+    /// assert_eq!(n, kept.len());
+    /// # Ok::<(), firehose_consumer::FollowError>(())
+    /// ```
+    pub fn drain_owned(
+        &mut self,
+        max: usize,
+        out: &mut Vec<OwnedEvent>,
+    ) -> Result<usize, FollowError> {
+        let now = Instant::now();
+        let start = out.len();
+        let max = max.max(1);
+        for _ in 0..4 {
+            if self.fill(max, Some(now))? || self.pending.is_empty() {
+                break;
+            }
+        }
+        let gather = matches!(self.view, View::Live { count, .. } if count >= GATHER_FROM)
+            && self.client.reader_mut().policy() == Policy::Lagging;
+        self.move_view_into(out);
+        if gather {
+            while out.len() - start < max && self.fill(max - (out.len() - start), Some(now))? {
+                self.move_view_into(out);
+            }
+        }
+        Ok(out.len() - start)
+    }
+
+    /// Appends what the last fill made ready to `out` (owned events are moved).
+    fn move_view_into(&mut self, out: &mut Vec<OwnedEvent>) {
+        match self.view {
+            View::Empty => {}
+            View::Owned => out.append(&mut self.out),
+            View::Live { .. } => out.extend(self.view().map(|e| e.to_owned_event())),
+        }
+        self.view = View::Empty;
+    }
+
     /// A lagging reader's batch holds at most a quarter of the ring (a lossless reader's,
     /// everything there is). When a large live batch may have more behind it, the batches
     /// are gathered as owned events, up to `max`, so that one [`drain`](Self::drain) hands

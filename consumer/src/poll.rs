@@ -20,7 +20,7 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use firehose_transport::control::client::QueryPage;
 use firehose_transport::control::wire::Status;
 
-use crate::{Event, FollowError, Follower};
+use crate::{Event, FollowError, Follower, OwnedEvent};
 
 /// How many times a drain tries again when the ring moved while it was arming the wake
 /// fd, before it leaves the fd readable instead (one spare wakeup, never a lost one).
@@ -130,6 +130,59 @@ impl PollFollower {
         r
     }
 
+    /// As [`drain_each`](Self::drain_each), appending owned events to `out`
+    /// ([`Follower::drain_owned`]: each record converted once); returns how many.
+    ///
+    /// # Errors
+    /// As [`drain_each`](Self::drain_each).
+    pub fn drain_owned(
+        &mut self,
+        max: usize,
+        out: &mut Vec<OwnedEvent>,
+    ) -> Result<usize, FollowError> {
+        self.disarm();
+        self.kick_off()?;
+        let _ = self.retry.wait();
+        let r = self.drain_owned_inner(max.max(1), out);
+        if r.is_err() {
+            self.kick_on()?;
+        }
+        r
+    }
+
+    fn drain_owned_inner(
+        &mut self,
+        max: usize,
+        out: &mut Vec<OwnedEvent>,
+    ) -> Result<usize, FollowError> {
+        for _ in 0..ARM_TRIES {
+            let n = self.follower.drain_owned(max, out)?;
+            if n > 0 {
+                self.kick_on()?;
+                return Ok(n);
+            }
+            if self.sleep_or_retry()? {
+                return Ok(0);
+            }
+        }
+        self.kick_on()?;
+        Ok(0)
+    }
+
+    /// After a drain that handed out nothing: sets the retry timer for work no fd
+    /// announces, or arms the fds. False if the ring moved while arming (drain again).
+    fn sleep_or_retry(&mut self) -> Result<bool, FollowError> {
+        if let Some(at) = self.follower.reconnect_due() {
+            self.retry_at(at.saturating_duration_since(Instant::now()))?;
+            return Ok(true);
+        }
+        if self.follower.is_backfilling() {
+            self.retry_at(BACKFILL_RETRY)?;
+            return Ok(true);
+        }
+        self.arm()
+    }
+
     /// Takes the connection's fds out of the epoll set and reads the wake channel: done
     /// before anything else touches the follower (a drain may reconnect and close them).
     fn disarm(&mut self) {
@@ -164,15 +217,7 @@ impl PollFollower {
                 return Ok(n);
             }
             // Work that no fd announces: wake at its time instead of sleeping on the ring.
-            if let Some(at) = self.follower.reconnect_due() {
-                self.retry_at(at.saturating_duration_since(Instant::now()))?;
-                return Ok(0);
-            }
-            if self.follower.is_backfilling() {
-                self.retry_at(BACKFILL_RETRY)?;
-                return Ok(0);
-            }
-            if self.arm()? {
+            if self.sleep_or_retry()? {
                 return Ok(0);
             }
         }

@@ -502,3 +502,27 @@ fn following_from_inside_a_gap_names_the_rest_of_it() {
     );
     assert_eq!(record_seqs(&evs), (10..=13).collect::<Vec<_>>());
 }
+
+#[test]
+fn drain_owned_hands_out_what_drain_would_each_once_in_order() {
+    let (_dir, path) = socket_dir();
+    let fake = Fake::start(&path, history(), Config::default());
+    fake.publish(500, EventKind::Create);
+    let mut f = Options::new().socket(&path).follow_from(1).unwrap();
+    // History first (backfill), then live batches above the gathering size.
+    fake.publish(5000, EventKind::Modify);
+    let mut all = Vec::new();
+    let deadline = Instant::now() + WATCHDOG;
+    while record_seqs(&all).len() < 5500 {
+        assert!(Instant::now() < deadline, "watchdog: {} records", all.len());
+        let before = all.len();
+        let n = f.drain_owned(2000, &mut all).expect("drain");
+        assert_eq!(n, all.len() - before);
+        assert!(n <= 2000, "at most max");
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_eq!(record_seqs(&all), (1..=5500).collect::<Vec<_>>());
+    assert_eq!(f.next_seq(), 5501);
+}

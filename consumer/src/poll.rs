@@ -188,9 +188,9 @@ impl PollFollower {
     fn disarm(&mut self) {
         for fd in std::mem::take(&mut self.registered) {
             // SAFETY: `fd` is the live connection's and still open: it was added in `arm`,
-            // and nothing can have closed it since: the two ways to reach the follower
-            // that can reconnect or close (`drain_each` and `follower`) come here first,
-            // and `take_page` and `take_status` only take answers already read.
+            // and nothing can have closed it since: the ways to reach the follower that
+            // can reconnect or close (`drain_each`, `drain_owned` and `follower`) come
+            // here first, and `take_page` and `take_status` only take answers already read.
             let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
         }
         if self.armed {

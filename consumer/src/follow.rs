@@ -250,13 +250,26 @@ impl Follower {
     /// ```
     pub fn drain(&mut self, max: usize) -> Result<Events<'_>, FollowError> {
         let now = Instant::now();
+        self.fill_now(max, now)?;
+        self.gather(max, now)?;
+        Ok(self.view())
+    }
+
+    /// The first fill of a drain: a few tries while queued work (a hole) answers nothing.
+    fn fill_now(&mut self, max: usize, now: Instant) -> Result<(), FollowError> {
         for _ in 0..4 {
             if self.fill(max, Some(now))? || self.pending.is_empty() {
                 break;
             }
         }
-        self.gather(max, now)?;
-        Ok(self.view())
+        Ok(())
+    }
+
+    /// Whether the batch the last fill made ready may have more behind it: a large live
+    /// batch of a lagging reader (see [`gather`](Self::gather)).
+    fn gathers(&mut self, max: usize) -> bool {
+        matches!(self.view, View::Live { count, .. } if (GATHER_FROM..max).contains(&count))
+            && self.client.reader_mut().policy() == Policy::Lagging
     }
 
     /// As [`drain`](Self::drain), but appends owned events to `out` and returns how many:
@@ -282,13 +295,8 @@ impl Follower {
         let now = Instant::now();
         let start = out.len();
         let max = max.max(1);
-        for _ in 0..4 {
-            if self.fill(max, Some(now))? || self.pending.is_empty() {
-                break;
-            }
-        }
-        let gather = matches!(self.view, View::Live { count, .. } if count >= GATHER_FROM)
-            && self.client.reader_mut().policy() == Policy::Lagging;
+        self.fill_now(max, now)?;
+        let gather = self.gathers(max);
         self.move_view_into(out);
         if gather {
             while out.len() - start < max && self.fill(max - (out.len() - start), Some(now))? {
@@ -317,10 +325,7 @@ impl Follower {
         let View::Live { count, .. } = self.view else {
             return Ok(());
         };
-        if count < GATHER_FROM
-            || count >= max
-            || self.client.reader_mut().policy() != Policy::Lagging
-        {
+        if !self.gathers(max) {
             return Ok(());
         }
         let mut acc: Vec<OwnedEvent> = Vec::with_capacity(count * 2);

@@ -119,15 +119,15 @@ impl PollFollower {
         max: usize,
         mut each: impl FnMut(Event<'_>),
     ) -> Result<usize, FollowError> {
-        self.disarm();
-        self.kick_off()?;
-        // Reading a timer that has not fired is EAGAIN: nothing to clear.
-        let _ = self.retry.wait();
-        let r = self.drain_inner(max.max(1), &mut each);
-        if r.is_err() {
-            self.kick_on()?;
-        }
-        r
+        let max = max.max(1);
+        self.drain_with(|f| {
+            let mut n = 0;
+            for ev in f.drain(max)?.take(max) {
+                each(ev);
+                n += 1;
+            }
+            Ok(n)
+        })
     }
 
     /// As [`drain_each`](Self::drain_each), appending owned events to `out`
@@ -140,31 +140,44 @@ impl PollFollower {
         max: usize,
         out: &mut Vec<OwnedEvent>,
     ) -> Result<usize, FollowError> {
+        self.drain_with(|f| f.drain_owned(max, out))
+    }
+
+    /// One drain: disarms, runs `once` (which hands out up to its max and says how many)
+    /// until it hands something out or the fds are armed, and leaves the fd readable after
+    /// events or an error.
+    fn drain_with(
+        &mut self,
+        mut once: impl FnMut(&mut Follower) -> Result<usize, FollowError>,
+    ) -> Result<usize, FollowError> {
         self.disarm();
         self.kick_off()?;
+        // Reading a timer that has not fired is EAGAIN: nothing to clear.
         let _ = self.retry.wait();
-        let r = self.drain_owned_inner(max.max(1), out);
+        let r = self.drain_inner(&mut once);
         if r.is_err() {
             self.kick_on()?;
         }
         r
     }
 
-    fn drain_owned_inner(
+    fn drain_inner(
         &mut self,
-        max: usize,
-        out: &mut Vec<OwnedEvent>,
+        once: &mut impl FnMut(&mut Follower) -> Result<usize, FollowError>,
     ) -> Result<usize, FollowError> {
         for _ in 0..ARM_TRIES {
-            let n = self.follower.drain_owned(max, out)?;
+            let n = once(&mut self.follower)?;
             if n > 0 {
                 self.kick_on()?;
                 return Ok(n);
             }
+            // Work that no fd announces: wake at its time instead of sleeping on the ring.
             if self.sleep_or_retry()? {
                 return Ok(0);
             }
         }
+        // The ring kept moving while nothing could be handed out: stay readable, and try
+        // again on the next call.
         self.kick_on()?;
         Ok(0)
     }
@@ -199,32 +212,6 @@ impl PollFollower {
             self.follower.client().reader_mut().finish_wait(true);
             self.armed = false;
         }
-    }
-
-    fn drain_inner(
-        &mut self,
-        max: usize,
-        each: &mut impl FnMut(Event<'_>),
-    ) -> Result<usize, FollowError> {
-        for _ in 0..ARM_TRIES {
-            let mut n = 0;
-            for ev in self.follower.drain(max)?.take(max) {
-                each(ev);
-                n += 1;
-            }
-            if n > 0 {
-                self.kick_on()?;
-                return Ok(n);
-            }
-            // Work that no fd announces: wake at its time instead of sleeping on the ring.
-            if self.sleep_or_retry()? {
-                return Ok(0);
-            }
-        }
-        // The ring kept moving while nothing could be handed out: stay readable, and try
-        // again on the next call.
-        self.kick_on()?;
-        Ok(0)
     }
 
     /// Makes the fd readable after `after` (at once if it is zero).

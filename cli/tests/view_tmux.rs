@@ -93,10 +93,10 @@ impl Drop for Tmux {
     }
 }
 
-/// The `held N` counter.
-fn held(screen: &str) -> u64 {
+/// The `new rows held N` counter: rows that came while paused or scrolled, waiting aside.
+fn aside(screen: &str) -> u64 {
     screen
-        .split("held ")
+        .split("new rows held ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
@@ -153,9 +153,9 @@ fn rows_filter_pause_scroll_and_the_service_going_away() {
     // Pause holds them: new rows are counted, not shown, until resumed.
     t.keys(&["p"]);
     let s = t.wait("paused", |s| s.contains("PAUSED"));
-    let before = held(&s);
+    let before = aside(&s);
     touch(&dir, "paused-1");
-    let s = t.wait("the paused row counted", |s| held(s) > before);
+    let s = t.wait("the paused row counted", |s| aside(s) > before);
     assert!(!s.contains("paused-1"), "shown while paused:\n{s}");
     t.keys(&["p"]);
     t.wait("the paused row after resume", |s| {
@@ -169,11 +169,11 @@ fn rows_filter_pause_scroll_and_the_service_going_away() {
     t.wait("a full screen", |s| s.contains("/w/fill-29"));
     t.keys(&["k", "k", "k"]);
     let s = t.wait("scrolled", |s| s.contains("SCROLL"));
-    let before = held(&s);
+    let before = aside(&s);
     for i in 0..10 {
         touch(&dir, &format!("late-{i}"));
     }
-    let s = t.wait("late rows counted", |s| held(s) >= before + 10);
+    let s = t.wait("late rows counted", |s| aside(s) >= before + 10);
     assert!(!s.contains("/w/late-9"), "followed while scrolled up:\n{s}");
     t.keys(&["G"]);
     t.wait("following again", |s| {
@@ -217,6 +217,15 @@ fn scrolling_past_memory_shows_rows_from_history() {
     );
     t.keys(&["G"]);
     t.wait("following again", |s| {
+        s.contains("FOLLOW") && s.contains("/w/hist-199")
+    });
+    // `:` goes to a seq (or a time) in history, and `G` comes back.
+    t.keys(&[":", "1", "Enter"]);
+    t.wait("the jump to seq 1", |s| {
+        s.contains("HISTORY") && s.contains("/w/hist-000") && !s.contains("/w/hist-199")
+    });
+    t.keys(&["G"]);
+    t.wait("following after the jump", |s| {
         s.contains("FOLLOW") && s.contains("/w/hist-199")
     });
     // History came over the viewer's own connection: the service sees one reader for it.

@@ -50,6 +50,7 @@ mod events;
 mod follow;
 mod iter;
 mod live;
+pub mod monitor;
 mod options;
 mod owned;
 pub mod pages;
@@ -85,6 +86,7 @@ pub use firehose_transport::control::tokio_client::AsyncClient;
 pub use firehose_transport::control::wire::{
     DisconnectReason, HistoryQuery, Notice, QueryEnd, ReaderStatus, StartAt, Status, StatusCounters,
 };
+pub use firehose_transport::path_glob;
 pub use firehose_transport::record::{
     ArchivedEventKind, ArchivedFileEvent, BlindInfo, BlindReason, EventKind, FileEvent, GapInfo,
     GapReason,

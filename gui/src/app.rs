@@ -115,8 +115,8 @@ impl Monitor {
         egui::CentralPanel::default()
             .frame(egui::Frame::central_panel(&style).fill(Color32::TRANSPARENT))
             .show(ui, |ui| self.table(ui));
-        // The rate moves once a second even when nothing comes.
-        if self.model.rate.back().is_some_and(|&r| r > 0) {
+        // The sparkline moves once a second while it shows anything.
+        if !self.model.rate.is_quiet() {
             ui.ctx()
                 .request_repaint_after(std::time::Duration::from_secs(1));
         }
@@ -275,9 +275,15 @@ impl Monitor {
                 c.dropped
             ));
             ui.label(RichText::new(format!("lagged {}", c.lagged)).color(warn(c.lagged)));
+            if c.missing > 0 {
+                ui.label(
+                    RichText::new(format!("missing from history {}", c.missing))
+                        .color(warn(c.missing)),
+                );
+            }
             ui.label(RichText::new(format!("gaps {}", c.gaps)).color(warn(c.gaps)));
             ui.label(RichText::new(format!("overflow {}", c.overflows)).color(warn(c.overflows)));
-            let rate = self.model.rate.iter().rev().nth(1).copied().unwrap_or(0);
+            let rate = self.model.rate.last();
             ui.label(format!("{rate} records/s"));
             if self.model.held_len() > 0 {
                 ui.label(format!("{} new rows held", self.model.held_len()));
@@ -455,13 +461,7 @@ impl Monitor {
             egui::StrokeKind::Inside,
         );
         // Whole seconds only: the current one is still counting.
-        let pts: Vec<u64> = self
-            .model
-            .rate
-            .iter()
-            .take(self.model.rate.len().saturating_sub(1))
-            .copied()
-            .collect();
+        let pts = self.model.rate.history();
         let max = pts.iter().copied().max().unwrap_or(0).max(1) as f32;
         let line: Vec<egui::Pos2> = pts
             .iter()

@@ -5,9 +5,10 @@
 //! pace under load and not at all when idle.
 
 pub mod app;
-mod history;
-pub mod model;
 pub mod pace;
+
+/// The monitor's state without the toolkit, shared with the terminal viewer.
+pub use firehose_consumer::monitor as model;
 
 use std::path::PathBuf;
 use std::time::Duration;

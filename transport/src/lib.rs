@@ -13,6 +13,7 @@
 //!
 //! - [`ring`]: the ring itself ([`ring::Producer`], [`ring::Reader`], [`ring::Segment`]);
 //! - [`record`]: the file-event record both the service and its clients use;
+//! - [`path_glob`]: the one glob dialect of history queries and client filter boxes;
 //! - [`publisher`]: the thread that owns the producer, fed through a bounded queue and
 //!   commanded by the control loop (no lock is ever held across a wait for room);
 //! - [`fdpass`] and [`handoff`]: fds over Unix sockets, and handing a reader its ring;
@@ -31,6 +32,8 @@ pub mod control;
 pub mod fdpass;
 #[cfg(not(firehose_loom))]
 pub mod handoff;
+#[cfg(not(firehose_loom))]
+pub mod path_glob;
 #[cfg(not(firehose_loom))]
 pub mod publisher;
 pub mod record;

@@ -23,8 +23,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use firehose_transport::control::wire::{row_len, HistoryQuery, QueryEnd};
+use firehose_transport::path_glob::GlobMatcher;
 use firehose_transport::record::{EventKind, FileEvent, GapReason};
-use globset::GlobMatcher;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -126,8 +126,8 @@ impl HistoryReader {
         let mut end = None;
         let glob = match &q.glob {
             None => None,
-            Some(g) => match globset::Glob::new(g) {
-                Ok(g) => Some(g.compile_matcher()),
+            Some(g) => match firehose_transport::path_glob::compile(g) {
+                Ok(g) => Some(g),
                 Err(_) => {
                     end = Some(QueryEnd::Invalid);
                     None

@@ -35,9 +35,8 @@ pub(crate) fn run(q: &FleetQuery<'_>) -> anyhow::Result<i32> {
     let host = q.host.map(checked_host).transpose()?;
     let glob = match &q.query.glob {
         Some(g) => Some(
-            globset::Glob::new(g)
-                .with_context(|| format!("--path {g:?} is not a valid glob"))?
-                .compile_matcher(),
+            firehose_consumer::path_glob::compile(g)
+                .with_context(|| format!("--path {g:?} is not a valid glob"))?,
         ),
         None => None,
     };
@@ -51,7 +50,7 @@ pub(crate) fn run(q: &FleetQuery<'_>) -> anyhow::Result<i32> {
 
 struct Keep<'a> {
     q: &'a HistoryQuery,
-    glob: Option<&'a globset::GlobMatcher>,
+    glob: Option<&'a firehose_consumer::path_glob::GlobMatcher>,
 }
 
 impl Keep<'_> {
@@ -277,7 +276,7 @@ mod tests {
 
     #[test]
     fn the_filters_are_the_history_querys() {
-        let g = globset::Glob::new("/w/**/*.rs").unwrap().compile_matcher();
+        let g = firehose_consumer::path_glob::compile("/w/**/*.rs").unwrap();
         let mut hq = q();
         hq.seq = Some((2, 3));
         hq.kinds = 1 << EventKind::Create as u8;

@@ -4,8 +4,12 @@ use ratatui::crossterm::event::{
     Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
 };
 
+use firehose_consumer::EventKind;
+
 use super::app::{App, Mode};
-use super::filter::TOGGLED;
+
+/// The kinds keys 1..7 toggle, in order.
+pub(crate) const TOGGLED: [EventKind; 7] = EventKind::FILTERABLE;
 
 /// What the loop does after an input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +46,7 @@ fn key(app: &mut App, k: &KeyEvent) -> Flow {
     }
     match app.mode.clone() {
         Mode::Filter(_) => filter_key(app, k),
+        Mode::GoTo(_) => go_to_key(app, k),
         Mode::Help => {
             app.mode = Mode::Normal;
             app.dirty = true;
@@ -55,7 +60,7 @@ fn key(app: &mut App, k: &KeyEvent) -> Flow {
 }
 
 fn filter_key(app: &mut App, k: &KeyEvent) {
-    let mut text = app.filter.text.clone();
+    let mut text = app.m.filter().text().to_string();
     match k.code {
         KeyCode::Esc => return app.close_filter(false),
         KeyCode::Enter => return app.close_filter(true),
@@ -66,7 +71,27 @@ fn filter_key(app: &mut App, k: &KeyEvent) {
         KeyCode::Char(c) => text.push(c),
         _ => return,
     }
-    app.set_filter_text(text);
+    app.set_filter_text(&text);
+}
+
+fn go_to_key(app: &mut App, k: &KeyEvent) {
+    let Mode::GoTo(text) = &mut app.mode else {
+        return;
+    };
+    match k.code {
+        KeyCode::Esc => return app.close_go_to(None),
+        KeyCode::Enter => {
+            let now = firehose_consumer::time::now_ns();
+            return app.close_go_to(Some(now));
+        }
+        KeyCode::Backspace => {
+            text.pop();
+        }
+        KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => text.clear(),
+        KeyCode::Char(c) => text.push(c),
+        _ => return,
+    }
+    app.dirty = true;
 }
 
 fn normal_key(app: &mut App, k: &KeyEvent) -> Flow {
@@ -83,6 +108,7 @@ fn normal_key(app: &mut App, k: &KeyEvent) -> Flow {
         KeyCode::End | KeyCode::Char('G') | KeyCode::Char('f') => app.resume(),
         KeyCode::Char('p') | KeyCode::Char(' ') => app.toggle_pause(),
         KeyCode::Char('/') => app.open_filter(),
+        KeyCode::Char(':') => app.open_go_to(),
         KeyCode::Enter | KeyCode::Char('d') => {
             app.detail = !app.detail;
             app.dirty = true;

@@ -10,23 +10,17 @@
 //! viewer does not wake at all.
 
 mod app;
-mod buffer;
-mod filter;
-mod glob;
 mod input;
-mod rate;
-mod row;
 mod term;
 mod ui;
 
 use std::time::{Duration, Instant};
 
-use firehose_consumer::{Options, OwnedEvent, Policy, Start};
+use firehose_consumer::{Options, Policy, Start};
 
 use super::{code, Cli};
 use app::App;
 use input::Flow;
-use row::Row;
 
 /// The shortest time between two frames.
 const FRAME: Duration = Duration::from_millis(33);
@@ -69,7 +63,7 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         let _pending = wake_tx.try_send(());
     };
     let mut app = App::new(a.buffer);
-    app.live_next = f.next_seq();
+    app.m.live_next = f.next_seq();
     let live = f.into_background(a.buffer, waker)?;
     let (mut term, _guard) = term::setup()?;
     let keys = term::spawn_key_reader()?;
@@ -79,7 +73,7 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
     let mut frame_due: Option<Instant> = Some(Instant::now());
     let mut frames = 0u64;
     loop {
-        let sparkline_tick = (!app.rate.is_quiet())
+        let sparkline_tick = (!app.m.rate.is_quiet())
             .then(|| started + Duration::from_secs(started.elapsed().as_secs() + 1));
         let due = [frame_due, sparkline_tick].into_iter().flatten().min();
         let timer = match due {
@@ -114,35 +108,13 @@ pub(crate) fn run(cli: &Cli, a: &Args) -> anyhow::Result<i32> {
         frame_due = None;
         next_frame = Instant::now() + FRAME;
         // Once per frame: everything the reader thread gathered (never waits for it).
-        let before = app.counts.received;
-        let got = live.take();
-        if got.dropped > 0 {
-            // Older than every record the inbox kept: the buffer would have dropped them.
-            app.counts.received += got.dropped;
-            app.buf.dropped += got.dropped;
-            app.dirty = true;
-        }
-        for ev in &got.events {
-            match ev {
-                OwnedEvent::Record(r) => app.ingest_row(Row::from_event(r)),
-                other => app.ingest(&other.as_event()),
-            }
-        }
-        if let Some(e) = got.ended {
-            app.conn = app::Conn::Ended(e.to_string());
-            app.dirty = true;
-        }
-        app.live_next = live.next_seq();
+        app.m.live_next = live.next_seq();
         let sec = started.elapsed().as_secs();
-        if app.rate.add(sec, app.counts.received - before) {
+        if app.m.ingest(live.take(), sec) {
             app.dirty = true;
         }
         while let Some(a) = live.try_answer() {
-            let rows = a
-                .page
-                .map(|p| (p.events.iter().map(Row::from_event).collect(), p.truncated))
-                .map_err(|e| e.to_string());
-            app.history_answer(a.id, rows);
+            app.history_answer(a);
         }
         if let Some(r) = app.history_request() {
             live.ask(r);
@@ -168,9 +140,9 @@ fn print_stats(frames: u64, app: &App, up: Duration) {
     eprintln!(
         "firehose view: {frames} frames in {secs:.1} s ({:.1}/s), {} records ({:.0}/s), lagged {}, CPU {cpu:.1} s ({:.0}% of one core)",
         frames as f64 / secs,
-        app.counts.received,
-        app.counts.received as f64 / secs,
-        app.counts.lagged,
+        app.m.counts.received,
+        app.m.counts.received as f64 / secs,
+        app.m.counts.lagged,
         cpu * 100.0 / secs
     );
 }

@@ -8,11 +8,11 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Spar
 use ratatui::Frame;
 
 use super::app::{App, Conn, Mode};
-use super::filter::{Filter, TOGGLED};
-use super::row::Row;
+use super::input::TOGGLED;
+use firehose_consumer::monitor::{Filter, Row};
 use firehose_consumer::time::rfc3339;
 
-const HELP_LINE: &str = "q quit  ↑↓/jk move  PgUp/PgDn  g/Home top  G/End/f follow  p/space pause  / filter  1-7 kinds  Enter/d detail  ? help";
+const HELP_LINE: &str = "q quit  ↑↓/jk move  PgUp/PgDn  g/Home top  G/End/f follow  p/space pause  / filter  : go to  1-7 kinds  Enter/d detail  ? help";
 
 /// Draws the whole screen.
 pub(crate) fn draw(f: &mut Frame<'_>, app: &mut App) {
@@ -30,7 +30,7 @@ pub(crate) fn draw(f: &mut Frame<'_>, app: &mut App) {
     .areas(f.area());
     f.render_widget(Paragraph::new(header(app)), head);
     f.render_widget(Paragraph::new(counters(app)), stats);
-    let data = app.rate.history();
+    let data = app.m.rate.history();
     f.render_widget(
         Sparkline::default()
             .data(&data)
@@ -51,12 +51,17 @@ pub(crate) fn draw(f: &mut Frame<'_>, app: &mut App) {
 }
 
 fn header(app: &App) -> Line<'static> {
-    let state = if app.paused {
+    let state = if app.m.paused {
         Span::styled(
             " PAUSED ",
             Style::default().bg(Color::Yellow).fg(Color::Black),
         )
-    } else if app.follow {
+    } else if app.m.detached() {
+        Span::styled(
+            " HISTORY ",
+            Style::default().bg(Color::Magenta).fg(Color::White),
+        )
+    } else if app.m.follow {
         Span::styled(
             " FOLLOW ",
             Style::default().bg(Color::Green).fg(Color::Black),
@@ -69,7 +74,7 @@ fn header(app: &App) -> Line<'static> {
     };
     let mut spans = vec![Span::raw("firehose view "), state, Span::raw("  kinds:")];
     for (i, k) in TOGGLED.iter().enumerate() {
-        let on = app.filter.shows(*k);
+        let on = app.m.kind_shown(*k);
         let style = if on {
             Style::default().fg(kind_color(*k))
         } else {
@@ -82,9 +87,9 @@ fn header(app: &App) -> Line<'static> {
     Line::from(spans)
 }
 
-fn counters(app: &App) -> Line<'static> {
-    let c = &app.counts;
-    let range = match (app.buf.front(), app.buf.back()) {
+fn counters(app: &mut App) -> Line<'static> {
+    let c = app.m.counts;
+    let range = match (app.m.rows.front(), app.m.rows.back()) {
         (Some(a), Some(b)) => format!("seq {}..{}", a.seq, b.seq),
         _ => "seq -".into(),
     };
@@ -98,37 +103,34 @@ fn counters(app: &App) -> Line<'static> {
     let mut spans = vec![
         Span::raw(format!(
             "held {} {range}  shown {}  dropped {}  ",
-            app.buf.len(),
-            app.buf.visible().len(),
-            app.buf.dropped
+            app.m.rows.len(),
+            app.m.shown_len(),
+            c.dropped
         )),
         Span::styled(format!("lagged {}", c.lagged), warn(c.lagged)),
         Span::raw("  "),
         Span::styled(format!("gaps {}", c.gaps), warn(c.gaps)),
         Span::raw("  "),
         Span::styled(format!("overflow {}", c.overflows), warn(c.overflows)),
-        Span::raw(format!("  {}/s", app.rate.last())),
+        Span::raw(format!("  {}/s", app.m.rate.last())),
     ];
     if c.missing > 0 {
         spans.push(Span::styled(format!("  missing {}", c.missing), warn(1)));
     }
-    if app.detached() {
+    if app.m.held_len() > 0 {
         spans.push(Span::raw(format!(
-            "  newer held aside {} (End: live)",
-            app.tail_len()
+            "  new rows held {} (End: live)",
+            app.m.held_len()
         )));
-    }
-    if c.tail_dropped > 0 {
-        spans.push(Span::raw(format!("  aside dropped {}", c.tail_dropped)));
     }
     Line::from(spans)
 }
 
 fn banner(app: &App) -> Option<Line<'static>> {
     let (text, bg) =
-        match &app.conn {
+        match &app.m.conn {
             Conn::Up(None) => {
-                return app.paging.error.as_ref().map(|e| {
+                return app.m.paging.error.as_ref().map(|e| {
                     Line::styled(format!(" history: {e}"), Style::default().fg(Color::Red))
                 })
             }
@@ -154,13 +156,13 @@ fn banner(app: &App) -> Option<Line<'static>> {
 fn draw_table(f: &mut Frame<'_>, app: &mut App, area: Rect) {
     app.height = usize::from(area.height.saturating_sub(1)).max(1);
     let (top, sel) = app.window();
-    let end = (top + app.height).min(app.shown_len());
-    let vis = app.buf.visible();
+    let end = (top + app.height).min(app.m.shown_len());
+    let follow = app.m.follow;
+    let filter = app.m.filter().clone();
     let rows: Vec<TRow<'_>> = (top..end)
         .filter_map(|i| {
-            let r = app.buf.get(vis[i])?;
-            let t = table_row(r, &app.filter);
-            Some(if i == sel && !app.follow {
+            let t = table_row(app.m.shown_row(i)?, &filter);
+            Some(if i == sel && !follow {
                 t.style(Style::default().add_modifier(Modifier::REVERSED))
             } else {
                 t
@@ -168,9 +170,9 @@ fn draw_table(f: &mut Frame<'_>, app: &mut App, area: Rect) {
         })
         .collect();
     let mut title = String::new();
-    if app.paging.in_flight.is_some() {
+    if app.m.paging.in_flight.is_some() {
         title.push_str(" loading history… ");
-    } else if app.paging.older_done && !app.follow && top == 0 {
+    } else if app.m.paging.older_done && !follow && top == 0 {
         title.push_str(" start of history ");
     }
     let widths = [
@@ -188,7 +190,7 @@ fn draw_table(f: &mut Frame<'_>, app: &mut App, area: Rect) {
     f.render_widget(table, area);
 }
 
-fn table_row<'a>(r: &'a Row, filter: &Filter) -> TRow<'a> {
+fn table_row(r: &Row, filter: &Filter) -> TRow<'static> {
     let time = rfc3339(r.time_ns);
     let mut path = highlighted(&r.path, filter);
     if let Some(to) = &r.to {
@@ -206,21 +208,21 @@ fn table_row<'a>(r: &'a Row, filter: &Filter) -> TRow<'a> {
     ])
 }
 
-fn highlighted<'a>(text: &'a str, filter: &Filter) -> Vec<Span<'a>> {
+fn highlighted(text: &str, filter: &Filter) -> Vec<Span<'static>> {
     let mut out = Vec::new();
     let mut at = 0;
     for (a, b) in filter.highlights(text) {
         if a > at {
-            out.push(Span::raw(&text[at..a]));
+            out.push(Span::raw(text[at..a].to_string()));
         }
         out.push(Span::styled(
-            &text[a..b],
+            text[a..b].to_string(),
             Style::default().bg(Color::Yellow).fg(Color::Black),
         ));
         at = b;
     }
     if at < text.len() {
-        out.push(Span::raw(&text[at..]));
+        out.push(Span::raw(text[at..].to_string()));
     }
     out
 }
@@ -270,21 +272,28 @@ fn draw_detail(f: &mut Frame<'_>, app: &mut App, area: Rect) {
 }
 
 fn footer(app: &App) -> Line<'static> {
+    let text = app.m.filter().text();
     match &app.mode {
         Mode::Filter(_) => Line::from(vec![
             Span::styled("/", Style::default().fg(Color::Yellow)),
-            Span::raw(app.filter.text.clone()),
+            Span::raw(text.to_string()),
             Span::styled("█", Style::default().fg(Color::Yellow)),
             Span::styled(
-                "   (glob if it has * ? [, else substring; Enter keeps, Esc cancels)",
+                "   (glob if it has * ? [ {, whole path, * crosses /; else substring; Enter keeps, Esc cancels)",
                 Style::default().fg(Color::DarkGray),
             ),
         ]),
-        _ if !app.filter.text.is_empty() => Line::from(vec![
+        Mode::GoTo(to) => Line::from(vec![
+            Span::styled("go to: ", Style::default().fg(Color::Yellow)),
+            Span::raw(to.clone()),
+            Span::styled("█", Style::default().fg(Color::Yellow)),
             Span::styled(
-                format!("filter: {}  ", app.filter.text),
-                Style::default().fg(Color::Yellow),
+                "   (a seq, 10m, 2h, or an RFC 3339 time; Enter jumps, Esc cancels)",
+                Style::default().fg(Color::DarkGray),
             ),
+        ]),
+        _ if !text.is_empty() => Line::from(vec![
+            Span::styled(format!("filter: {text}  "), Style::default().fg(Color::Yellow)),
             Span::styled(HELP_LINE, Style::default().fg(Color::DarkGray)),
         ]),
         _ => Line::styled(HELP_LINE, Style::default().fg(Color::DarkGray)),
@@ -299,7 +308,8 @@ fn draw_help(f: &mut Frame<'_>) {
         "g Home           the oldest row held; again: older rows from history",
         "G End f          follow the newest rows again",
         "p space          pause: hold the view still (rows are still counted)",
-        "/                filter: glob (* ? [) or substring, as you type",
+        "/                filter: glob (* ? [ {) or substring, as you type",
+        ":                go to a seq or a time (10m, RFC 3339) in history",
         "1..7             show or hide create, modify, close_write, metadata,",
         "                 remove, rename, overflow",
         "Enter d          the detail pane for the selected row",
@@ -324,7 +334,7 @@ mod tests {
 
     use super::super::app::App;
     use super::*;
-    use firehose_consumer::{Event, EventKind, Record};
+    use firehose_consumer::{EventKind, OwnedEvent};
 
     fn screen(app: &mut App) -> String {
         let mut t = Terminal::new(TestBackend::new(100, 24)).unwrap();
@@ -355,8 +365,8 @@ mod tests {
             blind: None,
             gap: None,
         };
-        app.ingest(&Event::Record(Record::Stored(&e)));
-        app.ingest(&Event::Lagged { from: 1, to: 3 });
+        app.m.ingest_event(OwnedEvent::Record(e));
+        app.m.ingest_event(OwnedEvent::Lagged { from: 1, to: 3 });
         app.detail = true;
         let s = screen(&mut app);
         assert!(s.contains("/d/old -> /d/new"), "{s}");
@@ -364,9 +374,9 @@ mod tests {
         assert!(s.contains("size  42"), "{s}");
         assert!(s.contains("1970-01-01T00:00:01.500000123Z"), "{s}");
         assert!(s.contains("FOLLOW"), "{s}");
-        app.ingest(&Event::Disconnected {
+        app.m.ingest_event(OwnedEvent::Disconnected {
             reason: firehose_consumer::DisconnectReason::ShuttingDown,
-            detail: "gone",
+            detail: "gone".into(),
         });
         assert!(screen(&mut app).contains("reconnecting"));
     }

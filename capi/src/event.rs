@@ -1,7 +1,7 @@
 //! `fh_event`: one event as a C view: a record's fields with pointers into the frame it
 //! was read from, or news about the stream (a gap, a lag, a reconnect...).
 
-use firehose_consumer::{BlindReason, DisconnectReason, Event, EventKind, GapReason, Record};
+use firehose_consumer::{BlindReason, DisconnectReason, Event, EventKind, GapReason, Loss, Record};
 
 /// What an `fh_event` is.
 #[repr(C)]
@@ -251,13 +251,15 @@ pub(crate) fn view(ev: &Event<'_>) -> fh_event {
     use fh_event_type::*;
     match *ev {
         Event::Record(ref r) => fh_event::record(r),
-        Event::Gap { from, to, reason } => {
+        Event::Loss(Loss::Gap { from, to, reason }) => {
             fh_event::range(FH_EVENT_GAP, from, to, gap_reason(reason))
         }
-        Event::Lagged { from, to } => fh_event::range(FH_EVENT_LAGGED, from, to, 0),
-        Event::Missing { from, to } => fh_event::range(FH_EVENT_MISSING, from, to, 0),
-        Event::Truncated { oldest } => fh_event::range(FH_EVENT_TRUNCATED, oldest, 0, 0),
-        Event::StorageGap { from, to, reason } => {
+        Event::Loss(Loss::Lagged { from, to }) => fh_event::range(FH_EVENT_LAGGED, from, to, 0),
+        Event::Loss(Loss::Missing { from, to }) => fh_event::range(FH_EVENT_MISSING, from, to, 0),
+        Event::Loss(Loss::Truncated { oldest }) => {
+            fh_event::range(FH_EVENT_TRUNCATED, oldest, 0, 0)
+        }
+        Event::Loss(Loss::StorageGap { from, to, reason }) => {
             fh_event::range(FH_EVENT_STORAGE_GAP, from, to, gap_reason(reason))
         }
         Event::Disconnected { reason, detail } => fh_event {

@@ -4,7 +4,7 @@
 
 use firehose_transport::control::client::{Client, ClientError};
 use firehose_transport::control::wire::{HistoryQuery, QueryEnd};
-use firehose_transport::record::FileEvent;
+use firehose_transport::record::{FileEvent, Loss};
 
 use crate::follow::{Cause, Pending};
 use crate::owned::OwnedEvent;
@@ -36,32 +36,32 @@ pub(crate) fn page(
             continue;
         }
         if row.seq > cur {
-            out.push(Pending::Event(OwnedEvent::Missing {
+            out.push(Pending::Event(OwnedEvent::Loss(Loss::Missing {
                 from: cur,
                 to: row.seq - 1,
-            }));
+            })));
         }
         out.push(Pending::Event(match OwnedEvent::from_row(row) {
-            OwnedEvent::Gap { from, reason, .. } => OwnedEvent::Gap {
+            OwnedEvent::Loss(Loss::Gap { from, reason, .. }) => OwnedEvent::Loss(Loss::Gap {
                 from: from.max(cur),
                 to: last,
                 reason,
-            },
+            }),
             other => other,
         }));
         cur = last + 1;
     }
     let unfilled = |cur: u64| match cause {
-        Cause::RingGap(reason) => OwnedEvent::Gap {
+        Cause::RingGap(reason) => OwnedEvent::Loss(Loss::Gap {
             from: cur,
             to,
             reason,
-        },
-        Cause::Lag => OwnedEvent::Missing { from: cur, to },
+        }),
+        Cause::Lag => OwnedEvent::Loss(Loss::Missing { from: cur, to }),
     };
     if cur > to {
         if let QueryEnd::Truncated { oldest } = end {
-            out.push(Pending::Event(OwnedEvent::Truncated { oldest }));
+            out.push(Pending::Event(OwnedEvent::Loss(Loss::Truncated { oldest })));
         }
         return Ok(out);
     }
@@ -72,7 +72,7 @@ pub(crate) fn page(
             cause,
         }),
         QueryEnd::Truncated { oldest } => {
-            out.push(Pending::Event(OwnedEvent::Truncated { oldest }));
+            out.push(Pending::Event(OwnedEvent::Loss(Loss::Truncated { oldest })));
             if oldest > cur && oldest > from {
                 // Below `oldest` is gone: go on from there.
                 out.push(Pending::Advance(oldest.min(to + 1)));

@@ -566,7 +566,7 @@ fn bound(g: &mut Gathered, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use firehose_transport::record::{EventKind, FileEvent};
+    use firehose_transport::record::{EventKind, FileEvent, Loss};
 
     fn rec(seq: u64) -> OwnedEvent {
         OwnedEvent::Record(FileEvent {
@@ -588,7 +588,7 @@ mod tests {
         let mut g = Gathered::default();
         g.events.extend([
             rec(1),
-            OwnedEvent::Lagged { from: 2, to: 3 },
+            OwnedEvent::Loss(Loss::Lagged { from: 2, to: 3 }),
             rec(4),
             rec(5),
             rec(6),

@@ -2,17 +2,18 @@
 //! [`Record`] or news about the stream.
 //!
 //! - [`Event::Record`]: a record, zero-copy from the ring or owned from history;
-//! - [`Event::Gap`]: seqs that were never stored or streamed, with the reason;
-//! - [`Event::Lagged`]: seqs this reader missed and did not backfill;
-//! - [`Event::Missing`]: seqs a backfill asked for that history does not have;
-//! - [`Event::Truncated`]: history no longer reaches back that far;
-//! - [`Event::StorageGap`]: the service reports seqs it streamed but could not store;
+//! - [`Event::Loss`]: seqs that will not come as records, in the one loss vocabulary of
+//!   the transport's record module ([`Loss`]): a [`Loss::Gap`] (never stored or streamed,
+//!   with the reason), [`Loss::Lagged`] (this reader missed them and did not backfill),
+//!   [`Loss::Missing`] (a backfill asked and history does not have them),
+//!   [`Loss::Truncated`] (history no longer reaches back that far), [`Loss::StorageGap`]
+//!   (streamed but not stored);
 //! - [`Event::Disconnected`], [`Event::Reconnected`]: the connection went and came back;
 //! - [`Event::OtherInstance`]: the service now serves another history instance.
 
 use firehose_transport::control::wire::DisconnectReason;
 use firehose_transport::record::{
-    ArchivedFileEvent, BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapReason,
+    ArchivedFileEvent, BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapReason, Loss,
 };
 
 /// A history database's instance id (16 bytes, shown as 32 hex digits).
@@ -238,14 +239,14 @@ impl<'a> Record<'a> {
 ///
 /// # Examples
 /// ```no_run
-/// use firehose_consumer::Event;
+/// use firehose_consumer::{Event, Loss};
 /// let mut f = firehose_consumer::follow_from(1)?;
 /// loop {
 ///     for ev in f.recv(4096)? {
 ///         match ev {
 ///             Event::Record(r) => println!("{}", r.seq()),
-///             Event::Gap { from, to, reason } => println!("{from}..={to} never stored: {reason:?}"),
-///             Event::Truncated { oldest } => println!("history starts at {oldest}"),
+///             Event::Loss(Loss::Gap { from, to, reason }) => println!("{from}..={to} never stored: {reason:?}"),
+///             Event::Loss(Loss::Truncated { oldest }) => println!("history starts at {oldest}"),
 ///             other => println!("{other:?}"),
 ///         }
 ///     }
@@ -257,49 +258,10 @@ impl<'a> Record<'a> {
 pub enum Event<'a> {
     /// A record.
     Record(Record<'a>),
-    /// Seqs `from ..= to` do not exist as records, for `reason` (a gap row of history, or a
-    /// gap of the ring when not backfilling; a ring code this build does not know is
-    /// reported as [`GapReason::NotStreamed`]).
-    Gap {
-        /// First seq.
-        from: u64,
-        /// Last seq.
-        to: u64,
-        /// Why.
-        reason: GapReason,
-    },
-    /// This reader missed `from ..= to` and did not backfill them (backfill is off, or a
-    /// record failed validation).
-    Lagged {
-        /// First seq.
-        from: u64,
-        /// Last seq.
-        to: u64,
-    },
-    /// A backfill asked history for `from ..= to` and history does not have them (it has
-    /// no history, or answered without those rows).
-    Missing {
-        /// First seq.
-        from: u64,
-        /// Last seq.
-        to: u64,
-    },
-    /// History no longer reaches back before `oldest`: what a backfill wanted before it is
-    /// gone.
-    Truncated {
-        /// Oldest seq history holds.
-        oldest: u64,
-    },
-    /// The service says seqs `from ..= to` were not stored in history, for `reason` (they
-    /// may still have been streamed).
-    StorageGap {
-        /// First seq.
-        from: u64,
-        /// Last seq.
-        to: u64,
-        /// Why.
-        reason: GapReason,
-    },
+    /// Seqs that will not come as records, and why (a gap, lag, what history does not
+    /// have, where history starts). A ring gap code this build does not know is reported as
+    /// a [`Loss::Gap`] with [`GapReason::NotStreamed`].
+    Loss(Loss),
     /// The connection ended. With reconnect on, a [`Event::Reconnected`] follows once the
     /// service is back.
     Disconnected {
@@ -329,7 +291,8 @@ impl Event<'_> {
     ///
     /// # Examples
     /// ```
-    /// assert!(!firehose_consumer::Event::Lagged { from: 1, to: 1 }.is_record());
+    /// use firehose_consumer::{Event, Loss};
+    /// assert!(!Event::Loss(Loss::Lagged { from: 1, to: 1 }).is_record());
     /// ```
     pub fn is_record(&self) -> bool {
         matches!(self, Event::Record(_))
@@ -339,19 +302,15 @@ impl Event<'_> {
     ///
     /// # Examples
     /// ```
-    /// use firehose_consumer::{Event, OwnedEvent};
-    /// let e = Event::Lagged { from: 1, to: 2 }.to_owned_event();
-    /// assert_eq!(e, OwnedEvent::Lagged { from: 1, to: 2 });
+    /// use firehose_consumer::{Event, Loss, OwnedEvent};
+    /// let e = Event::Loss(Loss::Lagged { from: 1, to: 2 }).to_owned_event();
+    /// assert_eq!(e, OwnedEvent::Loss(Loss::Lagged { from: 1, to: 2 }));
     /// ```
     pub fn to_owned_event(&self) -> crate::OwnedEvent {
         use crate::OwnedEvent as O;
         match *self {
             Event::Record(r) => O::Record(r.to_file_event()),
-            Event::Gap { from, to, reason } => O::Gap { from, to, reason },
-            Event::Lagged { from, to } => O::Lagged { from, to },
-            Event::Missing { from, to } => O::Missing { from, to },
-            Event::Truncated { oldest } => O::Truncated { oldest },
-            Event::StorageGap { from, to, reason } => O::StorageGap { from, to, reason },
+            Event::Loss(l) => O::Loss(l),
             Event::Disconnected { reason, detail } => O::Disconnected {
                 reason,
                 detail: detail.to_owned(),
@@ -365,16 +324,17 @@ impl Event<'_> {
     ///
     /// # Examples
     /// ```
-    /// use firehose_consumer::Event;
-    /// assert_eq!(Event::Lagged { from: 1, to: 5 }.last_seq(), Some(5));
+    /// use firehose_consumer::{Event, Loss};
+    /// assert_eq!(Event::Loss(Loss::Lagged { from: 1, to: 5 }).last_seq(), Some(5));
     /// assert_eq!(Event::Reconnected { start_seq: 9 }.last_seq(), None);
     /// ```
     pub fn last_seq(&self) -> Option<u64> {
-        match *self {
+        match self {
             Event::Record(r) => Some(r.seq()),
-            Event::Gap { to, .. } | Event::Lagged { to, .. } | Event::Missing { to, .. } => {
-                Some(to)
-            }
+            // A storage gap's seqs may still stream: it does not move past them.
+            Event::Loss(
+                Loss::Gap { to, .. } | Loss::Lagged { to, .. } | Loss::Missing { to, .. },
+            ) => Some(*to),
             _ => None,
         }
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use firehose_transport::control::client::{Client, ClientError, ConnectOptions};
 use firehose_transport::control::place::client_socket_path;
 use firehose_transport::control::wire::{DisconnectReason, StartAt, Status};
-use firehose_transport::record::{FileEvent, GapReason};
+use firehose_transport::record::{FileEvent, GapReason, Loss};
 use firehose_transport::ring::Policy;
 
 use crate::error::FollowError;
@@ -88,8 +88,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// With backfill on ([`follow_from`](crate::follow_from), [`Start::Seq`], [`Start::Oldest`]
 /// or [`Options::backfill`]) the application sees every stored record exactly once and in
 /// order, across lag, reconnects and service restarts; ranges never stored arrive as
-/// [`Event::Gap`] with their reason, history that no longer reaches back as
-/// [`Event::Truncated`], and a service of another history instance as
+/// [`Loss::Gap`] with their reason, history that no longer reaches back as
+/// [`Loss::Truncated`], and a service of another history instance as
 /// [`Event::OtherInstance`] (then the follower ends).
 ///
 /// # Examples
@@ -224,7 +224,7 @@ impl Follower {
                     cause: Cause::Lag,
                 }
             } else {
-                Pending::Event(OwnedEvent::Lagged { from, to })
+                Pending::Event(OwnedEvent::Loss(Loss::Lagged { from, to }))
             });
             self.horizon = start_seq;
         }
@@ -564,17 +564,13 @@ impl Follower {
     }
 
     fn take_notices(&mut self) {
-        use firehose_transport::control::wire::Notice;
         for n in self.client.take_notices() {
             match n {
-                Notice::Gap { from, to, reason } => self
-                    .pending
-                    .push_back(Pending::Event(OwnedEvent::StorageGap { from, to, reason })),
-                Notice::Truncated { oldest } => self
-                    .pending
-                    .push_back(Pending::Event(OwnedEvent::Truncated { oldest })),
                 // Also in the ring, in order.
-                Notice::Lagged { .. } => {}
+                Loss::Lagged { .. } => {}
+                other => self
+                    .pending
+                    .push_back(Pending::Event(OwnedEvent::Loss(other))),
             }
         }
     }
@@ -631,26 +627,26 @@ impl Follower {
         let next = self.next;
         let ev = match ev {
             OwnedEvent::Record(r) if r.seq < next => return,
-            OwnedEvent::Gap { to, .. }
-            | OwnedEvent::Lagged { to, .. }
-            | OwnedEvent::Missing { to, .. }
+            OwnedEvent::Loss(Loss::Gap { to, .. })
+            | OwnedEvent::Loss(Loss::Lagged { to, .. })
+            | OwnedEvent::Loss(Loss::Missing { to, .. })
                 if to < next =>
             {
                 return
             }
-            OwnedEvent::Gap { from, to, reason } => OwnedEvent::Gap {
+            OwnedEvent::Loss(Loss::Gap { from, to, reason }) => OwnedEvent::Loss(Loss::Gap {
                 from: from.max(next),
                 to,
                 reason,
-            },
-            OwnedEvent::Lagged { from, to } => OwnedEvent::Lagged {
+            }),
+            OwnedEvent::Loss(Loss::Lagged { from, to }) => OwnedEvent::Loss(Loss::Lagged {
                 from: from.max(next),
                 to,
-            },
-            OwnedEvent::Missing { from, to } => OwnedEvent::Missing {
+            }),
+            OwnedEvent::Loss(Loss::Missing { from, to }) => OwnedEvent::Loss(Loss::Missing {
                 from: from.max(next),
                 to,
-            },
+            }),
             other => other,
         };
         if let Some(last) = ev.as_event().last_seq() {

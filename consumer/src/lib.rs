@@ -23,14 +23,14 @@
 //! once and in order (DESIGN.md, G4).
 //!
 //! ```no_run
-//! use firehose_consumer::{escape_path, Event, Options, Start};
+//! use firehose_consumer::{escape_path, Event, Loss, Options, Start};
 //! let mut f = Options::new().name("my-gui").start(Start::Oldest).connect()?;
 //! loop {
 //!     for ev in f.recv(4096)? {
 //!         match ev {
 //!             Event::Record(r) => println!("{} {:?} {}", r.seq(), r.kind(), escape_path(r.path())),
-//!             Event::Gap { from, to, reason } => println!("{from}..={to} never stored: {reason:?}"),
-//!             Event::Truncated { oldest } => println!("history starts at {oldest}"),
+//!             Event::Loss(Loss::Gap { from, to, reason }) => println!("{from}..={to} never stored: {reason:?}"),
+//!             Event::Loss(Loss::Truncated { oldest }) => println!("history starts at {oldest}"),
 //!             other => println!("{other:?}"),
 //!         }
 //!     }
@@ -84,11 +84,11 @@ pub use firehose_transport::control::place::{
 #[cfg(feature = "tokio")]
 pub use firehose_transport::control::tokio_client::AsyncClient;
 pub use firehose_transport::control::wire::{
-    DisconnectReason, HistoryQuery, Notice, QueryEnd, ReaderStatus, StartAt, Status, StatusCounters,
+    DisconnectReason, HistoryQuery, QueryEnd, ReaderStatus, StartAt, Status, StatusCounters,
 };
 pub use firehose_transport::path_glob;
 pub use firehose_transport::record::{
     ArchivedEventKind, ArchivedFileEvent, BlindInfo, BlindReason, EventKind, FileEvent, GapInfo,
-    GapReason,
+    GapReason, Loss,
 };
 pub use firehose_transport::ring::{Policy, ReadError};

@@ -137,7 +137,7 @@ impl Options {
 
     /// Whether ranges the ring did not deliver (the start, lag, gaps of the ring, a
     /// reconnect) are backfilled from history. Without it they are reported as
-    /// [`Event::Lagged`](crate::Event::Lagged) or [`Event::Gap`](crate::Event::Gap).
+    /// [`Loss::Lagged`](crate::Loss::Lagged) or [`Loss::Gap`](crate::Loss::Gap).
     ///
     /// # Examples
     /// ```

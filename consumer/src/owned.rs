@@ -2,7 +2,7 @@
 //! GUI's window of rows, a channel, an async stream).
 
 use firehose_transport::control::wire::DisconnectReason;
-use firehose_transport::record::{EventKind, FileEvent, GapReason};
+use firehose_transport::record::{EventKind, FileEvent, Loss};
 
 use crate::events::{Event, InstanceId, Record};
 
@@ -10,36 +10,16 @@ use crate::events::{Event, InstanceId, Record};
 ///
 /// # Examples
 /// ```
-/// use firehose_consumer::{Event, OwnedEvent};
-/// let owned = OwnedEvent::Truncated { oldest: 10 };
-/// assert!(matches!(owned.as_event(), Event::Truncated { oldest: 10 }));
+/// use firehose_consumer::{Event, Loss, OwnedEvent};
+/// let owned = OwnedEvent::Loss(Loss::Truncated { oldest: 10 });
+/// assert!(matches!(owned.as_event(), Event::Loss(Loss::Truncated { oldest: 10 })));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 #[allow(missing_docs)] // each variant is documented on `Event`
 pub enum OwnedEvent {
     Record(FileEvent),
-    Gap {
-        from: u64,
-        to: u64,
-        reason: GapReason,
-    },
-    Lagged {
-        from: u64,
-        to: u64,
-    },
-    Missing {
-        from: u64,
-        to: u64,
-    },
-    Truncated {
-        oldest: u64,
-    },
-    StorageGap {
-        from: u64,
-        to: u64,
-        reason: GapReason,
-    },
+    Loss(Loss),
     Disconnected {
         reason: DisconnectReason,
         detail: String,
@@ -58,17 +38,13 @@ impl OwnedEvent {
     ///
     /// # Examples
     /// ```
-    /// use firehose_consumer::OwnedEvent;
-    /// assert_eq!(OwnedEvent::Lagged { from: 1, to: 2 }.as_event().last_seq(), Some(2));
+    /// use firehose_consumer::{Loss, OwnedEvent};
+    /// assert_eq!(OwnedEvent::Loss(Loss::Lagged { from: 1, to: 2 }).as_event().last_seq(), Some(2));
     /// ```
     pub fn as_event(&self) -> Event<'_> {
         match self {
             OwnedEvent::Record(e) => Event::Record(Record::Stored(e)),
-            &OwnedEvent::Gap { from, to, reason } => Event::Gap { from, to, reason },
-            &OwnedEvent::Lagged { from, to } => Event::Lagged { from, to },
-            &OwnedEvent::Missing { from, to } => Event::Missing { from, to },
-            &OwnedEvent::Truncated { oldest } => Event::Truncated { oldest },
-            &OwnedEvent::StorageGap { from, to, reason } => Event::StorageGap { from, to, reason },
+            &OwnedEvent::Loss(l) => Event::Loss(l),
             OwnedEvent::Disconnected { reason, detail } => Event::Disconnected {
                 reason: *reason,
                 detail,
@@ -81,24 +57,24 @@ impl OwnedEvent {
     }
 
     /// A history row as an event: a gap row (kind `Gap` with its end and reason) becomes
-    /// [`OwnedEvent::Gap`], anything else a record.
+    /// [`Loss::Gap`], anything else a record.
     ///
     /// # Examples
     /// ```
-    /// use firehose_consumer::{EventKind, FileEvent, GapInfo, GapReason, OwnedEvent};
+    /// use firehose_consumer::{EventKind, FileEvent, GapInfo, GapReason, Loss, OwnedEvent};
     /// let row = FileEvent { seq: 4, time_ns: 0, kind: EventKind::Gap, path: vec![], path_to: None,
     ///     rule: 0, size: None, gap: Some(GapInfo { to: 6, reason: GapReason::NotStored }),
     ///     reconciled: false, blind: None };
     /// assert_eq!(OwnedEvent::from_row(row),
-    ///     OwnedEvent::Gap { from: 4, to: 6, reason: GapReason::NotStored });
+    ///     OwnedEvent::Loss(Loss::Gap { from: 4, to: 6, reason: GapReason::NotStored }));
     /// ```
     pub fn from_row(row: FileEvent) -> Self {
         match row.gap {
-            Some(g) if row.kind == EventKind::Gap => OwnedEvent::Gap {
+            Some(g) if row.kind == EventKind::Gap => OwnedEvent::Loss(Loss::Gap {
                 from: row.seq,
                 to: g.to,
                 reason: g.reason,
-            },
+            }),
             _ => OwnedEvent::Record(row),
         }
     }

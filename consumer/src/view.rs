@@ -1,7 +1,7 @@
 //! [`Events`]: the events one call on a [`Follower`](crate::Follower) hands out, either
 //! straight from the ring (zero-copy) or from its queue.
 
-use firehose_transport::record::FileEvent;
+use firehose_transport::record::{FileEvent, Loss};
 use firehose_transport::ring::{BatchIter, Event as RingEvent};
 
 use crate::events::{Event, Record};
@@ -108,27 +108,27 @@ impl<'a> Iterator for Events<'a> {
                         break Some(match r.access() {
                             Ok(a) => Event::Record(Record::Live(a)),
                             // Bytes that fail validation are reported, never handed out.
-                            Err(_) => Event::Lagged { from: s, to: s },
+                            Err(_) => Event::Loss(Loss::Lagged { from: s, to: s }),
                         });
                     }
                     RingEvent::Gap { from, to, reason } => {
                         if to < *floor {
                             continue;
                         }
-                        break Some(Event::Gap {
+                        break Some(Event::Loss(Loss::Gap {
                             from: from.max(*floor),
                             to,
                             reason: ring_reason(reason),
-                        });
+                        }));
                     }
                     RingEvent::Lagged { from, to } => {
                         if to < *floor {
                             continue;
                         }
-                        break Some(Event::Lagged {
+                        break Some(Event::Loss(Loss::Lagged {
                             from: from.max(*floor),
                             to,
-                        });
+                        }));
                     }
                 }
             },

@@ -6,8 +6,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use firehose_consumer::{
-    Event, EventKind, FollowError, Follower, GapReason, InstanceId, Options, OwnedEvent, Record,
-    Start,
+    Event, EventKind, FollowError, Follower, GapReason, InstanceId, Loss, Options, OwnedEvent,
+    Record, Start,
 };
 use support::{event, gap_row, history, socket_dir, Config, Fake, WATCHDOG};
 
@@ -224,17 +224,19 @@ fn gaps_never_stored_arrive_with_their_reason() {
     assert_eq!(record_seqs(&evs), want_records);
     let gaps: Vec<_> = evs
         .iter()
-        .filter(|e| matches!(e, OwnedEvent::Gap { .. }))
+        .filter(|e| matches!(e, OwnedEvent::Loss(Loss::Gap { .. })))
         .collect();
     assert_eq!(
         gaps,
-        vec![&OwnedEvent::Gap {
+        vec![&OwnedEvent::Loss(Loss::Gap {
             from: 4,
             to: 6,
             reason: GapReason::NotStored
-        }]
+        })]
     );
-    let gap_at = evs.iter().position(|e| matches!(e, OwnedEvent::Gap { .. }));
+    let gap_at = evs
+        .iter()
+        .position(|e| matches!(e, OwnedEvent::Loss(Loss::Gap { .. })));
     assert_eq!(gap_at, Some(3), "the gap comes in its place");
 }
 
@@ -259,7 +261,7 @@ fn history_that_no_longer_reaches_back_is_reported() {
     let mut f = Options::new().socket(&path).follow_from(1).unwrap();
     fake.publish(1, EventKind::Create);
     let (evs, _) = collect(&mut f, has_seq(11));
-    assert_eq!(evs[0], OwnedEvent::Truncated { oldest: 5 });
+    assert_eq!(evs[0], OwnedEvent::Loss(Loss::Truncated { oldest: 5 }));
     assert_eq!(record_seqs(&evs), (5..=11).collect::<Vec<_>>());
 }
 
@@ -494,11 +496,11 @@ fn following_from_inside_a_gap_names_the_rest_of_it() {
     let (evs, _) = collect(&mut f, has_seq(13));
     assert_eq!(
         evs.first(),
-        Some(&OwnedEvent::Gap {
+        Some(&OwnedEvent::Loss(Loss::Gap {
             from: 6,
             to: 9,
             reason: GapReason::Crash
-        })
+        }))
     );
     assert_eq!(record_seqs(&evs), (10..=13).collect::<Vec<_>>());
 }

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use firehose_consumer::Event;
+use firehose_consumer::{Event, Loss};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -125,18 +125,14 @@ fn notice(
 pub(crate) fn to_notice(ev: &Event<'_>) -> Option<Notice> {
     Some(match *ev {
         Event::Record(_) => return None,
-        Event::Gap { from, to, reason } => {
-            notice("gap", Some(from), Some(to), Some(reason.name().into()))
+        // The loss vocabulary's own names: gap, storage_gap, lagged, missing, truncated.
+        Event::Loss(l) => {
+            let (from, to) = match l {
+                Loss::Truncated { oldest } => (Some(oldest), None),
+                _ => l.seqs().map_or((None, None), |(f, t)| (Some(f), Some(t))),
+            };
+            notice(l.name(), from, to, l.reason().map(|r| r.name().into()))
         }
-        Event::Lagged { from, to } => notice("lagged", Some(from), Some(to), None),
-        Event::Missing { from, to } => notice("missing", Some(from), Some(to), None),
-        Event::Truncated { oldest } => notice("truncated", Some(oldest), None, None),
-        Event::StorageGap { from, to, reason } => notice(
-            "storage_gap",
-            Some(from),
-            Some(to),
-            Some(reason.name().into()),
-        ),
         Event::Disconnected { reason, detail } => Notice {
             detail: Some(detail.to_string()),
             ..notice("disconnected", None, None, Some(format!("{reason:?}")))

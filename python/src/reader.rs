@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use firehose_consumer::{
-    Event, EventKind, HistoryQuery, Options, Policy, PollFollower, QueryEnd, Start,
+    Event, EventKind, HistoryQuery, Loss, Options, Policy, PollFollower, QueryEnd, Start,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pyo3::exceptions::PyValueError;
@@ -96,10 +96,10 @@ fn kinds_mask(kinds: Option<Vec<String>>) -> PyResult<u32> {
 fn resume_after(ev: &Event<'_>) -> Option<u64> {
     match *ev {
         Event::Record(ref r) => Some(r.seq() + 1),
-        Event::Gap { to, .. }
-        | Event::Lagged { to, .. }
-        | Event::Missing { to, .. }
-        | Event::StorageGap { to, .. } => Some(to + 1),
+        Event::Loss(Loss::Gap { to, .. })
+        | Event::Loss(Loss::Lagged { to, .. })
+        | Event::Loss(Loss::Missing { to, .. })
+        | Event::Loss(Loss::StorageGap { to, .. }) => Some(to + 1),
         _ => None,
     }
 }

@@ -144,6 +144,103 @@ impl GapReason {
     }
 }
 
+/// Seqs that do not reach a reader as records, and why: the one loss vocabulary of the
+/// control socket's notices, of the client library's events (`Event::Loss`,
+/// `OwnedEvent::Loss` in `firehose-consumer`), of the monitor's counters, the C API and the
+/// Python module. Nothing is lost silently: each seq a reader does not get as a record is
+/// in exactly one of these. Not `non_exhaustive` on purpose: a new kind of loss must be a
+/// compile error in every match that accounts for seqs, not fall into a `_` arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Loss {
+    /// Seqs `from ..= to` do not exist as records, for `reason` (a gap row of history, or
+    /// a gap of the ring when not backfilling).
+    Gap {
+        /// First seq.
+        from: u64,
+        /// Last seq.
+        to: u64,
+        /// Why.
+        reason: GapReason,
+    },
+    /// Seqs `from ..= to` were not stored in history, for `reason` (they may still have
+    /// been streamed).
+    StorageGap {
+        /// First seq.
+        from: u64,
+        /// Last seq.
+        to: u64,
+        /// Why.
+        reason: GapReason,
+    },
+    /// This reader missed `from ..= to` (it lagged) and did not get them from history
+    /// (backfill is off, or a record failed validation).
+    Lagged {
+        /// First seq.
+        from: u64,
+        /// Last seq.
+        to: u64,
+    },
+    /// A backfill asked history for `from ..= to` and history does not have them.
+    Missing {
+        /// First seq.
+        from: u64,
+        /// Last seq.
+        to: u64,
+    },
+    /// History no longer reaches back before `oldest`: what was wanted before it is gone.
+    Truncated {
+        /// Oldest seq history holds.
+        oldest: u64,
+    },
+}
+
+impl Loss {
+    /// The seqs it accounts for (`None` for [`Loss::Truncated`], which says where history
+    /// starts, not which seqs went).
+    ///
+    /// # Examples
+    /// ```
+    /// use firehose_transport::record::Loss;
+    /// assert_eq!(Loss::Lagged { from: 3, to: 5 }.seqs(), Some((3, 5)));
+    /// assert_eq!(Loss::Truncated { oldest: 9 }.seqs(), None);
+    /// ```
+    pub fn seqs(&self) -> Option<(u64, u64)> {
+        match *self {
+            Loss::Gap { from, to, .. }
+            | Loss::StorageGap { from, to, .. }
+            | Loss::Lagged { from, to }
+            | Loss::Missing { from, to } => Some((from, to)),
+            Loss::Truncated { .. } => None,
+        }
+    }
+
+    /// How many seqs it accounts for (zero for [`Loss::Truncated`] and a reversed range).
+    pub fn count(&self) -> u64 {
+        self.seqs().map_or(0, |(f, t)| {
+            t.checked_sub(f).map_or(0, |d| d.saturating_add(1))
+        })
+    }
+
+    /// Its name in JSON output, the C API and the Python module.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Loss::Gap { .. } => "gap",
+            Loss::StorageGap { .. } => "storage_gap",
+            Loss::Lagged { .. } => "lagged",
+            Loss::Missing { .. } => "missing",
+            Loss::Truncated { .. } => "truncated",
+        }
+    }
+
+    /// Why, for the two gaps.
+    pub fn reason(&self) -> Option<GapReason> {
+        match *self {
+            Loss::Gap { reason, .. } | Loss::StorageGap { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// Why the service could not see changes for a while.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[rkyv(derive(Debug, PartialEq, Eq, Clone, Copy))]

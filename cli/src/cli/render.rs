@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use firehose_consumer::{escape_path, Event, EventKind, GapReason, Record};
+use firehose_consumer::{escape_path, Event, EventKind, GapReason, Loss, Record};
 
 use firehose_consumer::time::rfc3339;
 
@@ -187,16 +187,20 @@ fn write_record(out: &mut impl Write, style: &Style, r: &Record<'_>) -> io::Resu
 /// `--format`, notices go to stderr so that scripts see only records.
 fn write_notice(out: &mut impl Write, style: &Style, ev: &Event<'_>) -> io::Result<()> {
     let json = match *ev {
-        Event::Gap { from, to, reason } => format!(
+        Event::Loss(Loss::Gap { from, to, reason }) => format!(
             "{{\"gap\":{{\"from\":{from},\"to\":{to},\"reason\":\"{}\"}}}}",
             reason_name(reason)
         ),
-        Event::Lagged { from, to } => format!("{{\"lagged\":{{\"from\":{from},\"to\":{to}}}}}"),
-        Event::Missing { from, to } => {
+        Event::Loss(Loss::Lagged { from, to }) => {
+            format!("{{\"lagged\":{{\"from\":{from},\"to\":{to}}}}}")
+        }
+        Event::Loss(Loss::Missing { from, to }) => {
             format!("{{\"missing\":{{\"from\":{from},\"to\":{to}}}}}")
         }
-        Event::Truncated { oldest } => format!("{{\"truncated\":{{\"oldest\":{oldest}}}}}"),
-        Event::StorageGap { from, to, reason } => format!(
+        Event::Loss(Loss::Truncated { oldest }) => {
+            format!("{{\"truncated\":{{\"oldest\":{oldest}}}}}")
+        }
+        Event::Loss(Loss::StorageGap { from, to, reason }) => format!(
             "{{\"not_stored\":{{\"from\":{from},\"to\":{to},\"reason\":\"{}\"}}}}",
             reason_name(reason)
         ),
@@ -218,13 +222,17 @@ fn write_notice(out: &mut impl Write, style: &Style, ev: &Event<'_>) -> io::Resu
         _ => return Ok(()),
     };
     let plain = match *ev {
-        Event::Gap { from, to, reason } => {
+        Event::Loss(Loss::Gap { from, to, reason }) => {
             format!("-- gap {from}..={to}: {}", reason_name(reason))
         }
-        Event::Lagged { from, to } => format!("-- lagged {from}..={to}: missed by this reader"),
-        Event::Missing { from, to } => format!("-- missing {from}..={to}: not in history"),
-        Event::Truncated { oldest } => format!("-- history starts at seq {oldest}"),
-        Event::StorageGap { from, to, reason } => {
+        Event::Loss(Loss::Lagged { from, to }) => {
+            format!("-- lagged {from}..={to}: missed by this reader")
+        }
+        Event::Loss(Loss::Missing { from, to }) => {
+            format!("-- missing {from}..={to}: not in history")
+        }
+        Event::Loss(Loss::Truncated { oldest }) => format!("-- history starts at seq {oldest}"),
+        Event::Loss(Loss::StorageGap { from, to, reason }) => {
             format!("-- {from}..={to} not stored: {}", reason_name(reason))
         }
         Event::Disconnected { reason, detail } => format!("-- disconnected: {reason} {detail}"),

@@ -35,7 +35,7 @@ mod row;
 
 use std::collections::VecDeque;
 
-use firehose_transport::record::EventKind;
+use firehose_transport::record::{EventKind, Loss};
 
 use crate::background::Gathered;
 use crate::owned::OwnedEvent;
@@ -194,14 +194,14 @@ impl Model {
                 }
                 self.push(Row::from_owned(r));
             }
-            OwnedEvent::Gap { from, to, .. } | OwnedEvent::StorageGap { from, to, .. } => {
-                self.counts.gaps += span(from, to);
-            }
-            OwnedEvent::Lagged { from, to } => self.counts.lagged += span(from, to),
-            OwnedEvent::Missing { from, to } => self.counts.missing += span(from, to),
-            OwnedEvent::Truncated { oldest } => {
-                self.paging.floor = self.paging.floor.max(oldest);
-            }
+            OwnedEvent::Loss(l) => match l {
+                Loss::Gap { .. } | Loss::StorageGap { .. } => self.counts.gaps += l.count(),
+                Loss::Lagged { .. } => self.counts.lagged += l.count(),
+                Loss::Missing { .. } => self.counts.missing += l.count(),
+                Loss::Truncated { oldest } => {
+                    self.paging.floor = self.paging.floor.max(oldest);
+                }
+            },
             OwnedEvent::Disconnected { reason, detail } => {
                 self.conn = Conn::Down(format!("{reason}: {detail}"));
             }
@@ -367,11 +367,6 @@ impl Model {
             )
         };
     }
-}
-
-/// Seqs in `from ..= to` (a reversed range counts nothing, not a wrap).
-fn span(from: u64, to: u64) -> u64 {
-    to.checked_sub(from).map_or(0, |d| d.saturating_add(1))
 }
 
 #[cfg(test)]

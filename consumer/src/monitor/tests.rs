@@ -1,7 +1,7 @@
 //! The model driven as a UI would: live rows, the filter, pause and follow, history paging
 //! both ways across gaps, jumps, and the counters.
 
-use firehose_transport::record::{EventKind, FileEvent};
+use firehose_transport::record::{EventKind, FileEvent, Loss};
 
 use super::*;
 use crate::background::Gathered;
@@ -108,14 +108,14 @@ fn notices_move_the_counters_and_the_banner() {
     m.ingest(
         Gathered {
             events: vec![
-                OwnedEvent::Lagged { from: 1, to: 3 },
-                OwnedEvent::Missing { from: 6, to: 7 },
-                OwnedEvent::Truncated { oldest: 40 },
-                OwnedEvent::Gap {
+                OwnedEvent::Loss(Loss::Lagged { from: 1, to: 3 }),
+                OwnedEvent::Loss(Loss::Missing { from: 6, to: 7 }),
+                OwnedEvent::Loss(Loss::Truncated { oldest: 40 }),
+                OwnedEvent::Loss(Loss::Gap {
                     from: 4,
                     to: 4,
                     reason: firehose_transport::record::GapReason::NotStored,
-                },
+                }),
                 rec(5, EventKind::Overflow, "/w"),
                 OwnedEvent::Disconnected {
                     reason: firehose_transport::control::wire::DisconnectReason::Gone,

@@ -17,10 +17,10 @@ use rkyv::Archive;
 use super::conn::{ClientConn, ClientEvent, ProtocolError};
 use super::peer::{check_service, connect, ConnectError, PeerCred};
 use super::wire::{
-    ClientMsg, DisconnectReason, Hello, HistoryQuery, Notice, QueryEnd, StartAt, Status, Welcome,
+    ClientMsg, DisconnectReason, Hello, HistoryQuery, QueryEnd, StartAt, Status, Welcome,
     PROTOCOL_VERSION,
 };
-use crate::record::FileEvent;
+use crate::record::{FileEvent, Loss};
 use crate::ring::{Batch, Policy, ReadError, Reader, ReaderFds, ReaderId, Segment, SegmentError};
 
 /// How to connect.
@@ -128,7 +128,7 @@ pub struct Client<T> {
     welcome: Welcome,
     service: PeerCred,
     segments: VecDeque<Segment>,
-    notices: VecDeque<Notice>,
+    notices: VecDeque<Loss>,
     /// Answers (status, history rows) not yet taken: each caller takes only its own.
     other: VecDeque<ClientEvent>,
     /// Queries whose asker stopped listening: their late rows are dropped as they come.
@@ -314,7 +314,7 @@ impl<T: Archive> Client<T> {
     }
 
     /// Takes the notices received so far.
-    pub fn take_notices(&mut self) -> Vec<Notice> {
+    pub fn take_notices(&mut self) -> Vec<Loss> {
         self.notices.drain(..).collect()
     }
 

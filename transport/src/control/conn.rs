@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 
 use super::wire::{
     decode_body, encode_frame, ClientMsg, DecodeError, DisconnectReason, FrameDecoder, Hello,
-    HistoryQuery, Notice, QueryEnd, ServerMsg, Status, Welcome, PROTOCOL_VERSION,
+    HistoryQuery, QueryEnd, ServerMsg, Status, Welcome, PROTOCOL_VERSION,
 };
 use crate::record::FileEvent;
 
@@ -62,7 +62,7 @@ pub enum ClientEvent {
         ring: OwnedFd,
     },
     /// A notice.
-    Notice(Notice),
+    Notice(crate::record::Loss),
     /// Rows of a query.
     Rows {
         /// The query's id.

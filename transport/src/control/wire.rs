@@ -18,7 +18,7 @@
 
 use bytes::{Buf, BufMut};
 
-use crate::record::{BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapReason};
+use crate::record::{BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapReason, Loss};
 use crate::ring::Policy;
 
 /// The protocol version this build speaks.
@@ -344,32 +344,6 @@ pub struct Welcome {
     pub start_seq: u64,
 }
 
-/// Something the service tells a connected reader outside the ring.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Notice {
-    /// Seqs `from ..= to` are missing from history for `reason`.
-    Gap {
-        /// First missing seq.
-        from: u64,
-        /// Last missing seq.
-        to: u64,
-        /// Why.
-        reason: GapReason,
-    },
-    /// This reader's ring lagged over `from ..= to` (also reported in-ring).
-    Lagged {
-        /// First missed seq.
-        from: u64,
-        /// Last missed seq.
-        to: u64,
-    },
-    /// History no longer reaches back before `oldest`.
-    Truncated {
-        /// Oldest seq history holds.
-        oldest: u64,
-    },
-}
-
 /// A history query: every field narrows it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct HistoryQuery {
@@ -608,7 +582,8 @@ pub enum ServerMsg {
         epoch: u64,
     },
     /// A notice.
-    Notice(Notice),
+    /// Seqs this reader will not get as records (see [`Loss`]).
+    Notice(Loss),
     /// Rows answering query `id`.
     Rows {
         /// The query's id.
@@ -893,21 +868,32 @@ impl Codec for ServerMsg {
             }
             ServerMsg::Notice(n) => {
                 out.put_u16_le(T_NOTICE);
-                match n {
-                    Notice::Gap { from, to, reason } => {
+                match *n {
+                    Loss::StorageGap { from, to, reason } => {
                         out.put_u8(1);
                         from.encode(out);
                         to.encode(out);
-                        out.put_u8(*reason as u8);
+                        out.put_u8(reason as u8);
                     }
-                    Notice::Lagged { from, to } => {
+                    Loss::Lagged { from, to } => {
                         out.put_u8(2);
                         from.encode(out);
                         to.encode(out);
                     }
-                    Notice::Truncated { oldest } => {
+                    Loss::Truncated { oldest } => {
                         out.put_u8(3);
                         oldest.encode(out);
+                    }
+                    Loss::Gap { from, to, reason } => {
+                        out.put_u8(4);
+                        from.encode(out);
+                        to.encode(out);
+                        out.put_u8(reason as u8);
+                    }
+                    Loss::Missing { from, to } => {
+                        out.put_u8(5);
+                        from.encode(out);
+                        to.encode(out);
                     }
                 }
             }
@@ -997,19 +983,27 @@ impl Codec for ServerMsg {
                 epoch: u64::decode(buf)?,
             },
             T_NOTICE => ServerMsg::Notice(match u8::decode(buf)? {
-                1 => {
+                code @ (1 | 4) => {
                     let from = u64::decode(buf)?;
                     let to = u64::decode(buf)?;
                     let reason = GapReason::from_code(u32::from(u8::decode(buf)?))
                         .ok_or(DecodeError::Value("gap reason"))?;
-                    Notice::Gap { from, to, reason }
+                    if code == 1 {
+                        Loss::StorageGap { from, to, reason }
+                    } else {
+                        Loss::Gap { from, to, reason }
+                    }
                 }
-                2 => Notice::Lagged {
+                2 => Loss::Lagged {
                     from: u64::decode(buf)?,
                     to: u64::decode(buf)?,
                 },
-                3 => Notice::Truncated {
+                3 => Loss::Truncated {
                     oldest: u64::decode(buf)?,
+                },
+                5 => Loss::Missing {
+                    from: u64::decode(buf)?,
+                    to: u64::decode(buf)?,
                 },
                 _ => return Err(DecodeError::Value("notice")),
             }),
@@ -1169,7 +1163,7 @@ pub fn decode_body<M: Codec>(body: &[u8]) -> Result<M, DecodeError> {
 }
 
 #[cfg(test)]
-mod fit_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -1202,5 +1196,35 @@ mod fit_tests {
         );
         let frame = encode_frame(&ServerMsg::Status(Box::new(st)), 0);
         assert!(frame.len() <= MAX_MESSAGE, "{} bytes", frame.len());
+    }
+
+    #[test]
+    fn every_loss_round_trips_as_a_notice() {
+        let losses = [
+            Loss::StorageGap {
+                from: 1,
+                to: 2,
+                reason: GapReason::StoreFailed,
+            },
+            Loss::Gap {
+                from: 3,
+                to: 4,
+                reason: GapReason::Crash,
+            },
+            Loss::Lagged { from: 5, to: 6 },
+            Loss::Missing { from: 7, to: 8 },
+            Loss::Truncated { oldest: 9 },
+        ];
+        for l in losses {
+            let msg = ServerMsg::Notice(l);
+            let mut body = Vec::new();
+            msg.encode(&mut body);
+            assert_eq!(decode_body::<ServerMsg>(&body).unwrap(), msg, "{l:?}");
+        }
+        // An unknown notice code is refused, not guessed.
+        let mut body = Vec::new();
+        ServerMsg::Notice(Loss::Truncated { oldest: 9 }).encode(&mut body);
+        body[2] = 9;
+        assert!(decode_body::<ServerMsg>(&body).is_err());
     }
 }

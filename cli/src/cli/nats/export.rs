@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use firehose_consumer::{Event, FollowError, InstanceId, Options, Policy, Start};
+use firehose_consumer::{Event, FollowError, InstanceId, Loss, Options, Policy, Start};
 use tokio::sync::mpsc;
 
 use super::{checked_host, this_host, Server, INSTANCE_HEADER, SEQ_HEADER};
@@ -247,11 +247,13 @@ fn follow(
 fn item_for(ev: &Event<'_>, host: &str, instance: &Arc<str>) -> Option<Item> {
     let (kind, id, covered) = match *ev {
         Event::Record(ref r) => (r.kind().name(), r.seq().to_string(), r.seq()),
-        Event::Gap { from, to, .. } => ("gap", format!("gap:{from}-{to}"), to),
-        Event::StorageGap { from, to, .. } => ("not_stored", format!("not_stored:{from}-{to}"), to),
-        Event::Missing { from, to } => ("missing", format!("missing:{from}-{to}"), to),
-        Event::Lagged { from, to } => ("lagged", format!("lagged:{from}-{to}"), to),
-        Event::Truncated { oldest } => (
+        Event::Loss(Loss::Gap { from, to, .. }) => ("gap", format!("gap:{from}-{to}"), to),
+        Event::Loss(Loss::StorageGap { from, to, .. }) => {
+            ("not_stored", format!("not_stored:{from}-{to}"), to)
+        }
+        Event::Loss(Loss::Missing { from, to }) => ("missing", format!("missing:{from}-{to}"), to),
+        Event::Loss(Loss::Lagged { from, to }) => ("lagged", format!("lagged:{from}-{to}"), to),
+        Event::Loss(Loss::Truncated { oldest }) => (
             "truncated",
             format!("truncated:{oldest}"),
             oldest.saturating_sub(1),
@@ -494,11 +496,11 @@ mod tests {
     fn records_and_notices_get_ids_subjects_and_the_seq_they_cover() {
         let inst: Arc<str> = "ab".repeat(16).into();
         let gap = item_for(
-            &Event::Gap {
+            &Event::Loss(Loss::Gap {
                 from: 5,
                 to: 9,
                 reason: firehose_consumer::GapReason::Crash,
-            },
+            }),
             "h1",
             &inst,
         )
@@ -510,7 +512,7 @@ mod tests {
             std::str::from_utf8(&gap.payload).unwrap(),
             r#"{"gap":{"from":5,"to":9,"reason":"crash"}}"#
         );
-        let t = item_for(&Event::Truncated { oldest: 100 }, "h1", &inst).unwrap();
+        let t = item_for(&Event::Loss(Loss::Truncated { oldest: 100 }), "h1", &inst).unwrap();
         assert_eq!(
             (t.covered, t.subject.as_str()),
             (99, "firehose.h1.truncated")

@@ -334,7 +334,7 @@ mod tests {
 
     use super::super::app::App;
     use super::*;
-    use firehose_consumer::{EventKind, OwnedEvent};
+    use firehose_consumer::{EventKind, Loss, OwnedEvent};
 
     fn screen(app: &mut App) -> String {
         let mut t = Terminal::new(TestBackend::new(100, 24)).unwrap();
@@ -366,7 +366,8 @@ mod tests {
             gap: None,
         };
         app.m.ingest_event(OwnedEvent::Record(e));
-        app.m.ingest_event(OwnedEvent::Lagged { from: 1, to: 3 });
+        app.m
+            .ingest_event(OwnedEvent::Loss(Loss::Lagged { from: 1, to: 3 }));
         app.detail = true;
         let s = screen(&mut app);
         assert!(s.contains("/d/old -> /d/new"), "{s}");

@@ -83,7 +83,7 @@ fn hello_welcome_and_a_switch_carry_their_fds_even_byte_by_byte() {
         );
         s.send(&ServerMsg::SegmentSwitch { epoch: 2 }, vec![null_fd()]);
         s.send(
-            &ServerMsg::Notice(Notice::Gap {
+            &ServerMsg::Notice(crate::record::Loss::StorageGap {
                 from: 3,
                 to: 9,
                 reason: GapReason::NotStored,
@@ -99,7 +99,7 @@ fn hello_welcome_and_a_switch_carry_their_fds_even_byte_by_byte() {
         assert!(matches!(ev[1], ClientEvent::SegmentSwitch { epoch: 2, .. }));
         assert!(matches!(
             ev[2],
-            ClientEvent::Notice(Notice::Gap { from: 3, to: 9, .. })
+            ClientEvent::Notice(crate::record::Loss::StorageGap { from: 3, to: 9, .. })
         ));
     }
 }

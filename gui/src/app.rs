@@ -40,6 +40,11 @@ pub struct Monitor {
     /// With `--stats-after`: for each frame that took records, ns from the oldest of them
     /// coming off the ring (in the follower) to the frame.
     waits: Vec<u64>,
+    /// With `--stats-after`: for each frame that took records (none dropped), ns from the
+    /// watcher reading the oldest of them to the follower taking it off the ring.
+    arrivals: Vec<u64>,
+    /// Time spent in the frame's parts (for `--stats-after`'s profile).
+    times: crate::profile::FrameTimes,
 }
 
 const ROW_H: f32 = 18.0;
@@ -62,6 +67,8 @@ impl Monitor {
             stats_after: None,
             latencies: Vec::new(),
             waits: Vec::new(),
+            arrivals: Vec::new(),
+            times: crate::profile::FrameTimes::default(),
         }
     }
 
@@ -82,8 +89,10 @@ impl Monitor {
         }
         let sec = self.started.elapsed().as_secs();
         // Before the take: it never runs ahead of the records taken (history fills up to it).
+        let taking = Instant::now();
         let live_next = self.live.next_seq();
         let got = self.live.take();
+        self.times.ingest += taking.elapsed();
         if let (Some(_), Some(at)) = (self.stats_after, got.first_at) {
             self.waits.push(at.elapsed().as_nanos() as u64);
         }
@@ -96,9 +105,20 @@ impl Monitor {
                     self.latencies.push(now.saturating_sub(r.time_ns));
                 }
             }
+            let oldest = got.events.iter().find_map(|e| match e {
+                OwnedEvent::Record(r) => Some(r.time_ns),
+                _ => None,
+            });
+            if let (Some(t), Some(at), 0) = (oldest, got.first_at, got.dropped) {
+                let off_ring = now.saturating_sub(at.elapsed().as_nanos() as u64);
+                self.arrivals.push(off_ring.saturating_sub(t));
+            }
         }
+        let ingesting = Instant::now();
         self.model.ingest(got, sec);
         self.model.live_next = live_next;
+        self.times.ingest += ingesting.elapsed();
+        let laying_out = Instant::now();
         self.pages();
         self.keys(ui);
         // The panels paint no background of their own: the window is cleared to the
@@ -115,6 +135,7 @@ impl Monitor {
         egui::CentralPanel::default()
             .frame(egui::Frame::central_panel(&style).fill(Color32::TRANSPARENT))
             .show(ui, |ui| self.table(ui));
+        self.times.layout += laying_out.elapsed();
         // The sparkline moves once a second while it shows anything.
         if !self.model.rate.is_quiet() {
             ui.ctx()
@@ -142,7 +163,7 @@ impl Monitor {
             )
         };
         format!(
-            "firehose-gui: {} frames in {secs:.1} s ({:.1}/s), {} records ({:.0}/s), lagged {}, dropped from memory {}, CPU {cpu:.1} s ({:.0}% of one core), peak RSS {} MiB, record to frame {}, follower to frame (oldest record of each frame) {}",
+            "firehose-gui: {} frames in {secs:.1} s ({:.1}/s), {} records ({:.0}/s), lagged {}, dropped from memory {}, CPU {cpu:.1} s ({:.0}% of one core), peak RSS {} MiB, record to frame {}, follower to frame (oldest record of each frame) {}, watcher to follower (the same record) {}; {}",
             self.frames,
             self.frames as f64 / secs,
             c.received,
@@ -153,6 +174,8 @@ impl Monitor {
             rss_kib / 1024,
             quantiles(&self.latencies),
             quantiles(&self.waits),
+            quantiles(&self.arrivals),
+            crate::profile::line(&self.times, secs),
         )
     }
 

@@ -6,6 +6,8 @@
 
 pub mod app;
 pub mod pace;
+pub mod profile;
+pub mod relay;
 
 /// The monitor's state without the toolkit, shared with the terminal viewer.
 pub use firehose_consumer::monitor as model;
@@ -67,6 +69,8 @@ pub fn connect(
         opts = opts.socket(s.clone());
     }
     let follower = opts.connect()?;
+    // The follower's thread never waits for the UI's lock to ask for a frame.
+    let repaint = relay::relay(repaint).map_err(ConnectError::Thread)?;
     let pacer = pace::Pacer::default();
     let live = follower
         .into_background(cfg.rows, {

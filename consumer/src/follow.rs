@@ -564,14 +564,21 @@ impl Follower {
     }
 
     fn take_notices(&mut self) {
+        // Notices come outside the ring, so they never move the cursor: the ring (its
+        // records, gap and lag frames, and the backfill behind them) accounts for every
+        // seq in order. What a notice adds is about history: which seqs it does not hold
+        // and where it starts.
         for n in self.client.take_notices() {
-            match n {
-                // Also in the ring, in order.
-                Loss::Lagged { .. } => {}
-                other => self
-                    .pending
-                    .push_back(Pending::Event(OwnedEvent::Loss(other))),
-            }
+            let about_history = match n {
+                Loss::StorageGap { .. } | Loss::Truncated { .. } => n,
+                // Out of band it can only say the seqs are not in history.
+                Loss::Gap { from, to, reason } => Loss::StorageGap { from, to, reason },
+                // Lag is also in the ring, in order; what a backfill missed only the
+                // follower itself knows.
+                Loss::Lagged { .. } | Loss::Missing { .. } => continue,
+            };
+            self.pending
+                .push_back(Pending::Event(OwnedEvent::Loss(about_history)));
         }
     }
 

@@ -298,6 +298,9 @@ impl Monitor {
                 c.dropped
             ));
             ui.label(RichText::new(format!("lagged {}", c.lagged)).color(warn(c.lagged)));
+            if c.not_stored > 0 {
+                ui.label(format!("not stored in history {}", c.not_stored));
+            }
             if c.missing > 0 {
                 ui.label(
                     RichText::new(format!("missing from history {}", c.missing))

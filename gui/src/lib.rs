@@ -23,8 +23,8 @@ pub enum ConnectError {
     /// The service could not be reached or refused the reader.
     #[error(transparent)]
     Follow(#[from] firehose_consumer::FollowError),
-    /// The follower's thread could not start.
-    #[error("starting the follower's thread: {0}")]
+    /// A thread of the monitor (the follower's, or the repaint relay's) could not start.
+    #[error("starting a thread of the monitor (the follower's or the repaint relay's): {0}")]
     Thread(std::io::Error),
 }
 

@@ -22,7 +22,7 @@ pub fn relay(
 ) -> std::io::Result<impl Fn(Duration) + Send + Sync + Clone + 'static> {
     let (tx, rx) = crossbeam_channel::bounded::<Instant>(1);
     std::thread::Builder::new()
-        .name("firehose-repaint".into())
+        .name("firehose-relay".into())
         .spawn(move || {
             for deadline in rx {
                 repaint(deadline.saturating_duration_since(Instant::now()));
@@ -51,14 +51,23 @@ mod tests {
             done_tx.send(d).unwrap();
         })
         .unwrap();
-        // The relay is stuck behind the "UI's" lock; the asker is not.
-        for _ in 0..1000 {
-            ask(Duration::from_millis(5));
-        }
-        assert!(
-            done_rx.try_recv().is_err(),
-            "nothing got through the held lock"
-        );
+        // The relay is stuck behind the "UI's" lock; the asker is not: its thousand asks
+        // end while the lock is still held (were an ask to wait for the relay, this would
+        // time out).
+        let (asked_tx, asked_rx) = crossbeam_channel::bounded(1);
+        let asker = {
+            let ask = ask.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    ask(Duration::from_millis(5));
+                }
+                asked_tx.send(()).unwrap();
+            })
+        };
+        asked_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the asks returned while the relay was blocked");
+        asker.join().unwrap();
         drop(held);
         let d = done_rx
             .recv_timeout(Duration::from_secs(10))

@@ -96,10 +96,10 @@ fn kinds_mask(kinds: Option<Vec<String>>) -> PyResult<u32> {
 fn resume_after(ev: &Event<'_>) -> Option<u64> {
     match *ev {
         Event::Record(ref r) => Some(r.seq() + 1),
+        // Not past a storage gap: its seqs may still come as records.
         Event::Loss(Loss::Gap { to, .. })
         | Event::Loss(Loss::Lagged { to, .. })
-        | Event::Loss(Loss::Missing { to, .. })
-        | Event::Loss(Loss::StorageGap { to, .. }) => Some(to + 1),
+        | Event::Loss(Loss::Missing { to, .. }) => Some(to + 1),
         _ => None,
     }
 }

@@ -62,32 +62,28 @@ pub fn is_glob(text: &str) -> bool {
 pub fn literals(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    // Inside `[...]` or `{...}`: the closing character.
-    let mut inside: Option<char> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (inside, c) {
-            (Some(close), _) => {
-                if c == close {
-                    inside = None;
-                }
-                continue;
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => {
+                cur.push(chars.get(i + 1).copied().unwrap_or('\\'));
+                i += 2;
             }
-            (None, '\\') => match chars.next() {
-                Some(e) => cur.push(e),
-                None => cur.push('\\'),
-            },
-            (None, '*' | '?' | '[' | '{') => {
+            c @ ('*' | '?' | '[' | '{') => {
                 if !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));
                 }
-                inside = match c {
-                    '[' => Some(']'),
-                    '{' => Some('}'),
-                    _ => None,
+                i = match c {
+                    '[' => after_class(&chars, i),
+                    '{' => after_alternation(&chars, i),
+                    _ => i + 1,
                 };
             }
-            (None, _) => cur.push(c),
+            c => {
+                cur.push(c);
+                i += 1;
+            }
         }
     }
     if !cur.is_empty() {
@@ -96,9 +92,67 @@ pub fn literals(text: &str) -> Vec<String> {
     out
 }
 
+/// The index after the class opening at `at` (`[`): a `]` right after `[` or `[!` is a
+/// member, as globset reads it; unclosed, the end of the text.
+fn after_class(chars: &[char], at: usize) -> usize {
+    let mut i = at + 1;
+    if matches!(chars.get(i), Some('!' | '^')) {
+        i += 1;
+    }
+    if chars.get(i) == Some(&']') {
+        i += 1;
+    }
+    while i < chars.len() && chars[i] != ']' {
+        i += 1;
+    }
+    (i + 1).min(chars.len())
+}
+
+/// The index after the alternation opening at `at` (`{`), across nested alternations,
+/// classes and escapes; unclosed, the end of the text.
+fn after_alternation(chars: &[char], at: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = at;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 1,
+            '[' => {
+                i = after_class(chars, i);
+                continue;
+            }
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    chars.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_skip_classes_and_alternations_as_globset_reads_them() {
+        assert_eq!(literals("[]a]b"), ["b"]);
+        assert_eq!(literals("x[!]]y"), ["x", "y"]);
+        assert_eq!(literals("{a,[}]}z"), ["z"]);
+        assert_eq!(literals("{a,{b,c}}d"), ["d"]);
+        assert_eq!(literals(r"a\"), [r"a\"]);
+        assert_eq!(literals("open[ab"), ["open"]);
+        assert_eq!(literals("open{ab"), ["open"]);
+        // globset agrees on what the class holds.
+        let g = compile("[]a]b").unwrap();
+        assert!(g.is_match("]b") && g.is_match("ab") && !g.is_match("a]b"));
+        let g = compile("{a,[}]}z").unwrap();
+        assert!(g.is_match("az") && g.is_match("}z"));
+    }
 
     #[test]
     fn the_dialect_matches_whole_paths_and_crosses_slashes() {

@@ -148,7 +148,9 @@ impl GapReason {
 /// control socket's notices, of the client library's events (`Event::Loss`,
 /// `OwnedEvent::Loss` in `firehose-consumer`), of the monitor's counters, the C API and the
 /// Python module. Nothing is lost silently: each seq a reader does not get as a record is
-/// in exactly one of these. Not `non_exhaustive` on purpose: a new kind of loss must be a
+/// in exactly one [`Loss::Gap`], [`Loss::Lagged`] or [`Loss::Missing`];
+/// [`Loss::StorageGap`] and [`Loss::Truncated`] are about history (seqs it does not hold,
+/// which may still have streamed, and where it starts). Not `non_exhaustive` on purpose: a new kind of loss must be a
 /// compile error in every match that accounts for seqs, not fall into a `_` arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Loss {

@@ -57,6 +57,7 @@ impl Model {
         };
         self.want_older = false;
         self.want_newer = false;
+        self.filling = false;
         self.set_follow(false);
         Ok(r)
     }
@@ -72,6 +73,7 @@ impl Model {
             self.rows.clear();
             self.detached = false;
             self.want_older = true;
+            self.filling = true;
             self.stale = true;
         }
         self.want_newer = false;
@@ -125,12 +127,20 @@ impl Model {
                 self.rows.push_front(Row::from_event(e));
             }
         }
-        // Older pages push the newest rows out of the bounded window; newer pages bring
-        // them back from history when the user scrolls down again.
+        // The page that fills the table after "follow newest" keeps the live rows and lets
+        // its own oldest rows go: the table must not detach under a user who asked for the
+        // newest rows. Any other older page pushes the newest rows out of the bounded
+        // window; newer pages bring them back from history when the user scrolls down.
+        let filling = std::mem::take(&mut self.filling);
         while self.rows.len() > self.cap {
-            self.rows.pop_back();
-            self.detached = true;
-            self.looked_high = None;
+            if filling {
+                self.rows.pop_front();
+                self.front_dropped();
+            } else {
+                self.rows.pop_back();
+                self.detached = true;
+                self.looked_high = None;
+            }
         }
     }
 

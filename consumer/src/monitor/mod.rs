@@ -56,6 +56,9 @@ pub struct Counters {
     pub missing: u64,
     /// Seqs never stored or streamed (gap notices and gap records).
     pub gaps: u64,
+    /// Seqs the service streamed but could not store in history (they may be among the
+    /// records received: a separate count, not a loss of rows).
+    pub not_stored: u64,
     /// Overflow records (the kernel dropped events).
     pub overflows: u64,
     /// Rows let go from memory: the window and the rows held aside are bounded, and the
@@ -124,6 +127,9 @@ pub struct Model {
     looked_low: Option<u64>,
     /// The highest seq newer pages looked at since the back last moved.
     looked_high: Option<u64>,
+    /// The next older page fills the table above the live rows after "follow newest": it
+    /// must not push them out.
+    filling: bool,
 }
 
 impl Model {
@@ -152,6 +158,7 @@ impl Model {
             scroll_to: None,
             looked_low: None,
             looked_high: None,
+            filling: false,
         }
     }
 
@@ -195,7 +202,8 @@ impl Model {
                 self.push(Row::from_owned(r));
             }
             OwnedEvent::Loss(l) => match l {
-                Loss::Gap { .. } | Loss::StorageGap { .. } => self.counts.gaps += l.count(),
+                Loss::Gap { .. } => self.counts.gaps += l.count(),
+                Loss::StorageGap { .. } => self.counts.not_stored += l.count(),
                 Loss::Lagged { .. } => self.counts.lagged += l.count(),
                 Loss::Missing { .. } => self.counts.missing += l.count(),
                 Loss::Truncated { oldest } => {
@@ -268,7 +276,7 @@ impl Model {
     }
 
     /// The oldest row held went: history has older rows again, from the new front down.
-    fn front_dropped(&mut self) {
+    pub(super) fn front_dropped(&mut self) {
         self.paging.older_done = false;
         self.looked_low = None;
     }
@@ -282,6 +290,10 @@ impl Model {
     /// Follows the newest rows (the table sticks to the bottom), or stops (the user
     /// scrolled up: the table holds still as if paused).
     pub fn set_follow(&mut self, follow: bool) {
+        if !follow {
+            // Scrolled away: an older page now is the user's, and may detach.
+            self.filling = false;
+        }
         self.follow = follow;
         self.release();
     }

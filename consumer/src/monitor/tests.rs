@@ -135,6 +135,7 @@ fn notices_move_the_counters_and_the_banner() {
             lagged: 3,
             missing: 2,
             gaps: 1,
+            not_stored: 0,
             overflows: 1,
             dropped: 2,
         }
@@ -358,4 +359,29 @@ fn a_stale_or_failed_answer_leaves_the_rows() {
     });
     assert!(m.paging.error.as_deref().unwrap().contains("no history"));
     assert_eq!(seqs(&m), [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn following_again_with_a_full_window_keeps_the_live_rows_and_never_detaches() {
+    // A window of 20, pages of 10: browsing older history detaches, 18 live rows wait aside.
+    let mut m = Model::new(20);
+    live(&mut m, 91..=110);
+    m.set_follow(false);
+    m.want_older = true;
+    let r = m.history_request().expect("an older page");
+    m.history_answer(answer(r, 200));
+    assert!(m.detached());
+    live(&mut m, 111..=128);
+    assert_eq!(m.held_len(), 18);
+    // "Follow newest": the live rows come back and one older page fills the table above
+    // them; it must not push them out again while following.
+    m.follow_newest();
+    let r = m.history_request().expect("the fill page");
+    m.history_answer(answer(r, 200));
+    assert!(!m.detached() && m.follow, "following, not browsing history");
+    assert_eq!(m.rows.back().map(|r| r.seq), Some(128));
+    assert_eq!(m.rows.len(), 20);
+    live(&mut m, 129..=130);
+    assert_eq!(m.held_len(), 0, "new rows are shown, not held");
+    assert_eq!(m.rows.back().map(|r| r.seq), Some(130));
 }

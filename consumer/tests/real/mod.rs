@@ -12,26 +12,38 @@ use std::time::{Duration, Instant};
 /// How long a test waits for the service before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// `firehosed` in the target folder this test was built in (built there if missing).
+/// `firehosed` in the target folder this test was built in, built or found current there
+/// once per test process: a binary left from an older build (another protocol version)
+/// would fail the tests for the wrong reason.
 pub fn firehosed() -> PathBuf {
-    // A test runs as target/<profile>/deps/<name>-<hash>; the binaries sit in <profile>.
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let daemon = profile_dir.join("firehosed");
-    if !daemon.exists() {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "firehose-producer", "--bin", "firehosed"])
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // A test runs as target/<profile>/deps/<name>-<hash>; the binaries sit in
+            // <profile>.
+            let exe = std::env::current_exe().expect("current exe");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>");
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args([
+                "build",
+                "-q",
+                "-p",
+                "firehose-producer",
+                "--bin",
+                "firehosed",
+            ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo");
-        assert!(st.success(), "building firehosed failed");
-    }
-    daemon
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().expect("run cargo");
+            assert!(st.success(), "building firehosed failed");
+            profile_dir.join("firehosed")
+        })
+        .clone()
 }
 
 /// A running `firehosed`.

@@ -14,7 +14,7 @@
 //!    ◄──────────────── Welcome + [ring, cursor page, wake pipe]
 //!    map the ring read-only after checking seals and size; read it
 //!    ◄──────────────── SegmentSwitch + [ring]   (rotation, resize, cut-off of another)
-//!    ◄──────────────── Notice (gap, lag, truncated)
+//!    ◄──────────────── Notice (a record::Loss: storage gap, lag, truncated)
 //!    Query / StatusRequest ─────────────────► Rows..., RowsEnd / Status
 //!    ◄──────────────── Bye { reason } or Error { reason, detail }; or EOF
 //! ```

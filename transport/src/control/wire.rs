@@ -22,7 +22,7 @@ use crate::record::{BlindInfo, BlindReason, EventKind, FileEvent, GapInfo, GapRe
 use crate::ring::Policy;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The largest frame body either side accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Bytes before a frame's body.

@@ -102,7 +102,7 @@ fn counters(app: &mut App) -> Line<'static> {
     };
     let mut spans = vec![
         Span::raw(format!(
-            "held {} {range}  shown {}  dropped {}  ",
+            "rows {} {range}  shown {}  dropped {}  ",
             app.m.rows.len(),
             app.m.shown_len(),
             c.dropped
@@ -114,6 +114,9 @@ fn counters(app: &mut App) -> Line<'static> {
         Span::styled(format!("overflow {}", c.overflows), warn(c.overflows)),
         Span::raw(format!("  {}/s", app.m.rate.last())),
     ];
+    if c.not_stored > 0 {
+        spans.push(Span::raw(format!("  not stored {}", c.not_stored)));
+    }
     if c.missing > 0 {
         spans.push(Span::styled(format!("  missing {}", c.missing), warn(1)));
     }

@@ -259,7 +259,7 @@ fn go_to_jumps_to_a_seq_or_a_time_and_a_bad_one_says_why() {
     app.history_answer(answer(r, |s| s <= 100));
     assert_eq!(sel_seq(&mut app), 30);
     assert_eq!(shown(&mut app)[0], 30, "the row jumped to is at the top");
-    // Seq s happened at s seconds: "70s" before 100 s is seq 30.
+    // Seq s happened at s seconds: "65s" before 100 s is seq 35.
     app.mode = Mode::GoTo("65s".into());
     app.close_go_to(Some(100_000_000_000));
     let r = app.history_request().expect("the jump");

@@ -8,8 +8,9 @@ use crate::background::Gathered;
 use crate::owned::OwnedEvent;
 use crate::pages::{Direction, Page, PageAnswer, PageRequest};
 
-fn rec(seq: u64, kind: EventKind, path: &str) -> OwnedEvent {
-    OwnedEvent::Record(FileEvent {
+/// A record at seq `seq`, seen at `seq` seconds.
+fn file_event(seq: u64, kind: EventKind, path: &str) -> FileEvent {
+    FileEvent {
         seq,
         time_ns: seq * 1_000_000_000,
         kind,
@@ -20,7 +21,11 @@ fn rec(seq: u64, kind: EventKind, path: &str) -> OwnedEvent {
         reconciled: false,
         blind: None,
         gap: None,
-    })
+    }
+}
+
+fn rec(seq: u64, kind: EventKind, path: &str) -> OwnedEvent {
+    OwnedEvent::Record(file_event(seq, kind, path))
 }
 
 fn gathered(events: Vec<OwnedEvent>) -> Gathered {
@@ -150,18 +155,7 @@ fn notices_move_the_counters_and_the_banner() {
 }
 
 fn ev(seq: u64) -> FileEvent {
-    FileEvent {
-        seq,
-        time_ns: seq * 1_000_000_000,
-        kind: EventKind::Create,
-        path: format!("/w/{seq}").into_bytes(),
-        path_to: None,
-        rule: 1,
-        size: None,
-        reconciled: false,
-        blind: None,
-        gap: None,
-    }
+    file_event(seq, EventKind::Create, &format!("/w/{seq}"))
 }
 
 /// What history would answer for `r`, holding seqs `1..=stored`.

@@ -868,33 +868,26 @@ impl Codec for ServerMsg {
             }
             ServerMsg::Notice(n) => {
                 out.put_u16_le(T_NOTICE);
+                // The code, then the seqs (from and to, or the oldest), then the reason of
+                // the two gaps.
+                let code: u8 = match n {
+                    Loss::StorageGap { .. } => 1,
+                    Loss::Lagged { .. } => 2,
+                    Loss::Truncated { .. } => 3,
+                    Loss::Gap { .. } => 4,
+                    Loss::Missing { .. } => 5,
+                };
+                out.put_u8(code);
                 match *n {
-                    Loss::StorageGap { from, to, reason } => {
-                        out.put_u8(1);
-                        from.encode(out);
-                        to.encode(out);
-                        out.put_u8(reason as u8);
-                    }
-                    Loss::Lagged { from, to } => {
-                        out.put_u8(2);
+                    Loss::Truncated { oldest } => oldest.encode(out),
+                    _ => {
+                        let (from, to) = n.seqs().unwrap_or_default();
                         from.encode(out);
                         to.encode(out);
                     }
-                    Loss::Truncated { oldest } => {
-                        out.put_u8(3);
-                        oldest.encode(out);
-                    }
-                    Loss::Gap { from, to, reason } => {
-                        out.put_u8(4);
-                        from.encode(out);
-                        to.encode(out);
-                        out.put_u8(reason as u8);
-                    }
-                    Loss::Missing { from, to } => {
-                        out.put_u8(5);
-                        from.encode(out);
-                        to.encode(out);
-                    }
+                }
+                if let Some(reason) = n.reason() {
+                    out.put_u8(reason as u8);
                 }
             }
             ServerMsg::Rows { id, rows } => {

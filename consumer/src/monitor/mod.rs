@@ -167,7 +167,6 @@ impl Model {
     /// event came, records were dropped, the follower ended, or a second of the rate ended.
     pub fn ingest(&mut self, got: Gathered, sec: u64) -> bool {
         let changed = !got.events.is_empty() || got.dropped > 0 || got.ended.is_some();
-        let moved = self.rate.add(sec, 0);
         self.counts.received += got.dropped;
         self.counts.dropped += got.dropped;
         let mut records = got.dropped;
@@ -178,7 +177,7 @@ impl Model {
         if let Some(e) = got.ended {
             self.conn = Conn::Ended(e.to_string());
         }
-        self.rate.add(sec, records);
+        let moved = self.rate.add(sec, records);
         changed || moved
     }
 
@@ -220,11 +219,6 @@ impl Model {
                 ));
             }
         }
-    }
-
-    /// Moves the rate to second `sec` with nothing counted; true if a second ended.
-    pub fn tick(&mut self, sec: u64) -> bool {
-        self.rate.add(sec, 0)
     }
 
     /// Whether new rows wait aside: paused, scrolled away from the newest, or browsing
